@@ -1,0 +1,120 @@
+"""Calibration: capture what enters decoder block 0, run blocks in isolation, and accumulate the
+per-input statistics (activation norms, Hessians) with forward hooks.
+
+This is the only module besides `arch` that touches nn.Module internals. Linears that read the same
+tensor (q/k/v, gate/up) share one accumulator: the hook sits on the first linear of each group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .arch import block_linears, decoder_blocks, family_of
+from .types import LayerStats
+
+STATS = frozenset({"sq_norm", "hessian"})
+
+
+class _StopForward(Exception):
+    """Raised by the block-0 pre-hook once the inputs are captured."""
+
+
+@dataclass
+class BlockInputs:
+    """What a decoder block is called with, one entry per chunk of calibration windows."""
+
+    hidden: list[Tensor] = field(default_factory=list)  # (b, L, d) hidden states per chunk
+    args: list[tuple] = field(default_factory=list)  # further positional args (GPT-2 passes Nones)
+    kwargs: list[dict] = field(default_factory=list)  # position embeddings, masks, …
+
+    def with_hidden(self, hidden: list[Tensor]) -> BlockInputs:
+        return BlockInputs(hidden, self.args, self.kwargs)
+
+
+def chunks(windows: Tensor, batch_size: int) -> list[Tensor]:
+    """Split (n, L) windows into batches of at most batch_size rows."""
+    return list(windows.split(max(1, batch_size)))
+
+
+@torch.no_grad()
+def capture_block_inputs(model: nn.Module, windows: Tensor, batch_size: int = 8) -> BlockInputs:
+    """Run the model up to block 0 on every chunk of windows and record its full call."""
+    captured = BlockInputs()
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.hidden.append(hidden)
+        captured.args.append(tuple(args[1:]))
+        captured.kwargs.append(dict(kwargs))
+        raise _StopForward
+
+    device = next(model.parameters()).device
+    handle = decoder_blocks(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for ids in chunks(windows, batch_size):
+            try:
+                model(input_ids=ids.to(device), use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _output(out: Tensor | tuple) -> Tensor:
+    return out[0] if isinstance(out, tuple) else out  # the return type changed across versions
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
+    """The block's outputs for every chunk."""
+    return [
+        _output(block(h, *a, **kw)) for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs)
+    ]
+
+
+def _accumulate(stats: LayerStats, x: Tensor, needs: frozenset[str]) -> None:
+    """Add a batch of b sequences to the running means (rescale, then add)."""
+    b = x.shape[0] if x.dim() > 2 else 1
+    X = x.reshape(-1, x.shape[-1]).float()  # (tokens, in)
+    n_old, n_new = stats.nsamples, stats.nsamples + b
+    if "sq_norm" in needs:
+        add = X.pow(2).sum(0) / n_new  # Σ_tokens x_j², as a mean over sequences
+        stats.sq_norm = add if stats.sq_norm is None else stats.sq_norm * (n_old / n_new) + add
+    if "hessian" in needs:
+        add = X.T @ X * (2 / n_new)  # (in, in)
+        stats.hessian = add if stats.hessian is None else stats.hessian.mul_(n_old / n_new).add_(add)
+    stats.nsamples = n_new
+
+
+@torch.no_grad()
+def collect_stats(
+    model: nn.Module, block: nn.Module, inputs: BlockInputs, needs: frozenset[str]
+) -> tuple[dict[str, LayerStats], list[Tensor]]:
+    """Statistics for every linear of a block, and the block's (dense) outputs.
+
+    Returns {linear name: LayerStats} (linears of one group share the same object) and the outputs
+    of the block as it is now.
+    """
+    linears = block_linears(model, block)
+    stats: dict[str, LayerStats] = {}
+    handles = []
+    wanted = needs & STATS
+    for group in family_of(model).groups:
+        shared = LayerStats()
+        stats.update({name: shared for name in group})
+        if wanted:
+
+            def hook(module: nn.Module, args: tuple, out: Tensor, shared: LayerStats = shared) -> None:
+                _accumulate(shared, args[0], wanted)
+
+            handles.append(linears[group[0]].register_forward_hook(hook))
+    try:
+        outputs = run_block(block, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats, outputs
