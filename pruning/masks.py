@@ -30,12 +30,14 @@ def lowest_k(S: Tensor, k: int) -> Tensor:
         return torch.zeros_like(S, dtype=torch.bool)
     if k >= S.shape[-1]:
         return torch.ones_like(S, dtype=torch.bool)
-    t = S.kthvalue(k, dim=-1, keepdim=True).values  # the k-th smallest: O(n), no full sort
+    t = S.topk(k, dim=-1, largest=False, sorted=False).values.amax(-1, keepdim=True)  # k-th lowest
+    at_most = S <= t
+    if bool((at_most.sum(-1) == k).all()):  # no surplus ties at the threshold: the common case
+        return at_most
     below = S < t
     ties = S == t
-    need = k - below.sum(-1, keepdim=True)  # how many tied entries still go
+    need = k - below.sum(-1, keepdim=True)  # how many tied entries still go, lowest index first
     return below | (ties & (ties.cumsum(-1) <= need))
-
 
 def prune_lowest(score: Tensor, ratio: float, group: Group) -> Tensor:
     """Prune floor(n·ratio) lowest scores per group: the whole matrix or each row."""

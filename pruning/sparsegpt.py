@@ -82,7 +82,8 @@ def prune(
     loss = torch.zeros_like(W[..., 0])  # (..., r)
     for i1 in range(0, c, blocksize):
         i2 = min(i1 + blocksize, c)
-        W1, U1, d1 = W[..., i1:i2], U[..., i1:i2, i1:i2], d[..., i1:i2]  # views
+        W1 = W[..., i1:i2].clone()  # (..., r, b) contiguous: the column loop runs on it
+        U1, d1 = U[..., i1:i2, i1:i2], d[..., i1:i2]
         E1 = torch.zeros_like(W1)  # (..., r, b) scaled errors of this block
         if nm is None:  # adaptive mask over the r×b block, on the weights updated so far
             S[..., i1:i2] = W1.pow(2) / d1.pow(2).unsqueeze(-2)
@@ -92,9 +93,10 @@ def prune(
             j2 = min(j1 + inner, i2 - i1)
             for j in range(j1, j2):
                 if nm is not None and j % nm[1] == 0:  # N:M, chosen just in time
-                    g = slice(i1 + j, i1 + j + nm[1])
-                    S[..., g] = W[..., g].pow(2) / d[..., g].pow(2).unsqueeze(-2)
-                    pruned[..., g] = prune_lowest_nm(S[..., g], *nm)
+                    g = slice(j, j + nm[1])
+                    S1 = W1[..., g].pow(2) / d1[..., g].pow(2).unsqueeze(-2)
+                    S[..., i1 + j : i1 + j + nm[1]] = S1
+                    pruned[..., i1 + j : i1 + j + nm[1]] = prune_lowest_nm(S1, *nm)
                 w = W1[..., j]  # (..., r)
                 q = w.masked_fill(pruned[..., i1 + j], 0)
                 e = (w - q) / d1[..., j, None]  # (..., r)
@@ -103,6 +105,7 @@ def prune(
                 W1[..., j] = q  # exact zeros where pruned
                 E1[..., j] = e
             W1[..., j2:] -= E1[..., j1:j2] @ U1[..., j1:j2, j2:]
+        W[..., i1:i2] = W1
         W[..., i2:] -= E1 @ U[..., i1:i2, i2:]
 
     order_out = torch.arange(c, device=W.device).expand(W.shape[:-2] + (c,))

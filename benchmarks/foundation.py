@@ -1,0 +1,100 @@
+"""Foundation benchmark on the bundled model: every figure is a ratio to a plain forward pass over
+the same tokens, measured in the same run (machines are noisy; ratios travel).
+
+    python -m benchmarks.foundation [--nsamples 32 --seqlen 256 --eval-tokens 8192]
+
+Prints a table and writes benchmarks/results/foundation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pruning import Sparsity, collect_dense_stats, prune_model
+from pruning.data import calibration_windows, evaluation_tokens
+from pruning.evaluate import perplexity, windows_of
+from pruning.models import load_model
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+@torch.no_grad()
+def plain_forward(model, windows: torch.Tensor, batch_size: int) -> None:
+    """The floor: the model's forward over the same windows, nothing kept."""
+    for batch in windows.split(batch_size):
+        model(input_ids=batch, use_cache=False)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nsamples", type=int, default=32)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--eval-tokens", type=int, default=8192)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results/foundation.json")
+    args = p.parse_args()
+    r: dict[str, float] = {"threads": torch.get_num_threads()}
+
+    with tempfile.TemporaryDirectory() as tmp:  # first load: GGUF dequantization + cache write
+        old = os.environ.get("PRUNING_LAB_CACHE")
+        os.environ["PRUNING_LAB_CACHE"] = tmp
+        r["load_first_s"], _ = _timed(lambda: load_model())
+        if old is None:
+            del os.environ["PRUNING_LAB_CACHE"]
+        else:
+            os.environ["PRUNING_LAB_CACHE"] = old
+    load_model()  # make sure the real cache exists, then time a cached load
+    r["load_cached_s"], (model, tokenizer) = _timed(lambda: load_model())
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+
+    windows = calibration_windows(tokenizer, nsamples=args.nsamples, seqlen=args.seqlen)
+    plain_forward(model, windows[: args.batch_size], args.batch_size)  # warm-up
+    r["forward_calib_tokens_s"], _ = _timed(lambda: plain_forward(model, windows, args.batch_size))
+    for name, needs in (("sq_norm", {"sq_norm"}), ("sq_norm_hessian", {"sq_norm", "hessian"})):
+        r[f"calibrate_{name}_s"], stats = _timed(
+            lambda: collect_dense_stats(model, windows, frozenset(needs), batch_size=args.batch_size)
+        )
+        r[f"calibrate_{name}_ratio"] = r[f"calibrate_{name}_s"] / r["forward_calib_tokens_s"]
+
+    eval_ids = evaluation_tokens(tokenizer, max_tokens=args.eval_tokens)
+    eval_windows = windows_of(eval_ids, args.seqlen)
+    r["forward_eval_tokens_s"], _ = _timed(lambda: plain_forward(model, eval_windows, 4))
+    r["evaluate_s"], ppl = _timed(lambda: perplexity(model, eval_ids, args.seqlen, batch_size=4))
+    r["evaluate_ratio"] = r["evaluate_s"] / r["forward_eval_tokens_s"]
+    r["dense_ppl"] = ppl
+
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        for attempt in ("first", "again"):
+            pruned = copy.deepcopy(model)
+            run = prune_model(pruned, None, method, Sparsity(0.5), mode="dense", dense_stats=stats)
+            r[f"reprune_{method}_{attempt}_s"] = run.seconds["prune"]
+            del pruned
+
+    r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    r["model_fp32_gb"] = fp32_bytes / 2**30
+    r["peak_rss_over_fp32_model"] = r["peak_rss_gb"] / r["model_fp32_gb"]
+    tokens = args.nsamples * args.seqlen
+    print(f"bundled SmolLM2-135M, {args.nsamples}×{args.seqlen} calibration tokens ({tokens}), "
+          f"{eval_windows.numel()} evaluation tokens, {r['threads']} threads")
+    for key, value in r.items():
+        print(f"  {key:<34} {value:10.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(r, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
