@@ -65,7 +65,9 @@ def main() -> None:
     r["forward_calib_tokens_s"], _ = _timed(lambda: plain_forward(model, windows, args.batch_size))
     for name, needs in (("sq_norm", {"sq_norm"}), ("sq_norm_hessian", {"sq_norm", "hessian"})):
         r[f"calibrate_{name}_s"], stats = _timed(
-            lambda: collect_dense_stats(model, windows, frozenset(needs), batch_size=args.batch_size)
+            lambda needs=needs: collect_dense_stats(
+                model, windows, frozenset(needs), batch_size=args.batch_size
+            )
         )
         r[f"calibrate_{name}_ratio"] = r[f"calibrate_{name}_s"] / r["forward_calib_tokens_s"]
 
@@ -87,8 +89,10 @@ def main() -> None:
     r["model_fp32_gb"] = fp32_bytes / 2**30
     r["peak_rss_over_fp32_model"] = r["peak_rss_gb"] / r["model_fp32_gb"]
     tokens = args.nsamples * args.seqlen
-    print(f"bundled SmolLM2-135M, {args.nsamples}×{args.seqlen} calibration tokens ({tokens}), "
-          f"{eval_windows.numel()} evaluation tokens, {r['threads']} threads")
+    print(
+        f"bundled SmolLM2-135M, {args.nsamples}×{args.seqlen} calibration tokens ({tokens}), "
+        f"{eval_windows.numel()} evaluation tokens, {r['threads']} threads"
+    )
     for key, value in r.items():
         print(f"  {key:<34} {value:10.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

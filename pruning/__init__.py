@@ -5,8 +5,8 @@ METHODS is the registry: key -> the method's layer function, the statistics it n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import magnitude, sparsegpt, wanda
 from .types import LayerResult, LayerStats, PruneRun, Sparsity
@@ -23,18 +23,29 @@ class Method:
 METHODS: dict[str, Method] = {
     "magnitude": Method(magnitude.prune, frozenset(), "baseline", "smallest |W| per matrix"),
     "wanda": Method(
-        wanda.prune, frozenset({"sq_norm"}), "Sun et al. 2023, arXiv 2306.11695",
+        wanda.prune,
+        frozenset({"sq_norm"}),
+        "Sun et al. 2023, arXiv 2306.11695",
         "smallest |W|·‖X_j‖ per output row",
     ),
     "sparsegpt": Method(
-        sparsegpt.prune, frozenset({"hessian"}), "Frantar & Alistarh 2023, arXiv 2301.00774",
+        sparsegpt.prune,
+        frozenset({"hessian"}),
+        "Frantar & Alistarh 2023, arXiv 2301.00774",
         "OBS with lazy block updates: prune by w²/[H⁻¹]_jj², compensate the rest",
     ),
 }
 
-from .runner import DenseStats, collect_dense_stats, prune_model  # noqa: E402  (needs METHODS)
+from .runner import DenseStats, collect_dense_stats, prune_model
 
 __all__ = [
-    "METHODS", "Method", "Sparsity", "LayerStats", "LayerResult", "PruneRun",
-    "DenseStats", "collect_dense_stats", "prune_model",
+    "METHODS",
+    "DenseStats",
+    "LayerResult",
+    "LayerStats",
+    "Method",
+    "PruneRun",
+    "Sparsity",
+    "collect_dense_stats",
+    "prune_model",
 ]

@@ -37,8 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … or auto")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, e.g. -o percdamp=0.1 -o group=row")
+    p.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method option, e.g. -o percdamp=0.1 -o group=row",
+    )
     p.add_argument("--save", type=Path, help="write the pruned model here (one run only)")
     p.add_argument("--json", type=Path, help="write the results table as JSON")
     return p
@@ -81,7 +87,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     hparams = _options(args.option)
     if args.save and len(methods) * len(targets) != 1:
         raise ValueError("--save takes a single method and a single sparsity")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
 
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, device=device)
@@ -89,30 +97,62 @@ def run(args: argparse.Namespace) -> list[dict]:
     needs = frozenset().union(*(METHODS[m].needs for m in methods))
     windows = None
     if needs:
-        windows = calibration_windows(tokenizer, args.data, args.nsamples, args.seqlen, args.seed,
-                                      text=_read(args.text_file))
-    eval_ids = evaluation_tokens(tokenizer, args.eval_data, max_tokens=args.eval_tokens or None,
-                                 text=_read(args.eval_file))
+        windows = calibration_windows(
+            tokenizer, args.data, args.nsamples, args.seqlen, args.seed, text=_read(args.text_file)
+        )
+    eval_ids = evaluation_tokens(
+        tokenizer, args.eval_data, max_tokens=args.eval_tokens or None, text=_read(args.eval_file)
+    )
     t0 = time.perf_counter()
     dense_ppl = perplexity(model, eval_ids, args.seqlen, batch_size=args.batch_size)
-    rows = [dict(method="dense", sparsity="0%", mode="-", achieved=overall_sparsity(model),
-                 dense_ppl=dense_ppl, ppl=dense_ppl, load_s=load_s, calibrate_s=0.0, prune_s=0.0,
-                 eval_s=time.perf_counter() - t0)]
+    rows = [
+        dict(
+            method="dense",
+            sparsity="0%",
+            mode="-",
+            achieved=overall_sparsity(model),
+            dense_ppl=dense_ppl,
+            ppl=dense_ppl,
+            load_s=load_s,
+            calibrate_s=0.0,
+            prune_s=0.0,
+            eval_s=time.perf_counter() - t0,
+        )
+    ]
     dense_stats = None
     if args.mode == "dense" and needs:
         dense_stats = collect_dense_stats(model, windows, needs, batch_size=args.batch_size)
     for method in methods:
         for target in targets:
             pruned = copy.deepcopy(model)  # never prune the loaded dense model
-            result = prune_model(pruned, windows, method, target, mode=args.mode,
-                                 dense_stats=dense_stats, batch_size=args.batch_size, **hparams)
+            result = prune_model(
+                pruned,
+                windows,
+                method,
+                target,
+                mode=args.mode,
+                dense_stats=dense_stats,
+                batch_size=args.batch_size,
+                **hparams,
+            )
             t0 = time.perf_counter()
             ppl = perplexity(pruned, eval_ids, args.seqlen, batch_size=args.batch_size)
             calibrate_s = result.seconds["calibrate"] + (dense_stats.seconds if dense_stats else 0)
-            rows.append(dict(method=method, sparsity=str(target), mode=args.mode,
-                             achieved=overall_sparsity(pruned), dense_ppl=dense_ppl, ppl=ppl,
-                             load_s=0.0, calibrate_s=calibrate_s, prune_s=result.seconds["prune"],
-                             eval_s=time.perf_counter() - t0, notes=result.notes))
+            rows.append(
+                dict(
+                    method=method,
+                    sparsity=str(target),
+                    mode=args.mode,
+                    achieved=overall_sparsity(pruned),
+                    dense_ppl=dense_ppl,
+                    ppl=ppl,
+                    load_s=0.0,
+                    calibrate_s=calibrate_s,
+                    prune_s=result.seconds["prune"],
+                    eval_s=time.perf_counter() - t0,
+                    notes=result.notes,
+                )
+            )
             if args.save:
                 _save(pruned, tokenizer, args, rows[-1], result.layer_sparsity())
     return rows
@@ -123,10 +163,14 @@ def _save(model, tokenizer, args: argparse.Namespace, row: dict, layers: dict) -
     model.save_pretrained(args.save)  # safetensors
     tokenizer.save_pretrained(args.save)
     calib = args.text_file or args.data
-    report = dict(model=args.model, calibration=dict(data=calib, nsamples=args.nsamples,
-                  seqlen=args.seqlen, seed=args.seed), evaluation=dict(data=args.eval_file or
-                  args.eval_data, tokens=args.eval_tokens), options=args.option, result=row,
-                  layer_sparsity=layers)
+    report = dict(
+        model=args.model,
+        calibration=dict(data=calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed),
+        evaluation=dict(data=args.eval_file or args.eval_data, tokens=args.eval_tokens),
+        options=args.option,
+        result=row,
+        layer_sparsity=layers,
+    )
     (args.save / "pruning_report.json").write_text(json.dumps(report, indent=2))
     (args.save / "README.md").write_text(
         f"# {args.model} pruned with {row['method']} ({row['sparsity']})\n\n"
@@ -142,13 +186,17 @@ def _save(model, tokenizer, args: argparse.Namespace, row: dict, layers: dict) -
 
 
 def table(rows: list[dict]) -> str:
-    head = f"{'method':<11} {'sparsity':>8} {'mode':>10} {'achieved':>8} {'dense ppl':>10} " \
-           f"{'pruned ppl':>10} {'load s':>7} {'calib s':>7} {'prune s':>7} {'eval s':>7}"
+    head = (
+        f"{'method':<11} {'sparsity':>8} {'mode':>10} {'achieved':>8} {'dense ppl':>10} "
+        f"{'pruned ppl':>10} {'load s':>7} {'calib s':>7} {'prune s':>7} {'eval s':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:<11} {r['sparsity']:>8} {r['mode']:>10} {r['achieved']:>8.4f} "
-                     f"{r['dense_ppl']:>10.3f} {r['ppl']:>10.3f} {r['load_s']:>7.1f} "
-                     f"{r['calibrate_s']:>7.1f} {r['prune_s']:>7.2f} {r['eval_s']:>7.1f}")
+        lines.append(
+            f"{r['method']:<11} {r['sparsity']:>8} {r['mode']:>10} {r['achieved']:>8.4f} "
+            f"{r['dense_ppl']:>10.3f} {r['ppl']:>10.3f} {r['load_s']:>7.1f} "
+            f"{r['calibrate_s']:>7.1f} {r['prune_s']:>7.2f} {r['eval_s']:>7.1f}"
+        )
         lines += [f"  note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)
 

@@ -76,9 +76,11 @@ def run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
     ]
 
 
-def _accumulate(stats: LayerStats, x: Tensor, needs: frozenset[str]) -> None:
-    """Add a batch of b sequences to the running means (rescale, then add)."""
-    b = x.shape[0] if x.dim() > 2 else 1
+def _accumulate(stats: LayerStats, x: Tensor, b: int, needs: frozenset[str]) -> None:
+    """Add a chunk of b sequences to the running means (rescale, then add).
+
+    b comes from the chunk, not from x: OPT flattens (b, L, d) to (b·L, d) before its MLP.
+    """
     X = x.reshape(-1, x.shape[-1]).float()  # (tokens, in)
     n_old, n_new = stats.nsamples, stats.nsamples + b
     if "sq_norm" in needs:
@@ -86,7 +88,9 @@ def _accumulate(stats: LayerStats, x: Tensor, needs: frozenset[str]) -> None:
         stats.sq_norm = add if stats.sq_norm is None else stats.sq_norm * (n_old / n_new) + add
     if "hessian" in needs:
         add = X.T @ X * (2 / n_new)  # (in, in)
-        stats.hessian = add if stats.hessian is None else stats.hessian.mul_(n_old / n_new).add_(add)
+        stats.hessian = (
+            add if stats.hessian is None else stats.hessian.mul_(n_old / n_new).add_(add)
+        )
     stats.nsamples = n_new
 
 
@@ -103,17 +107,23 @@ def collect_stats(
     stats: dict[str, LayerStats] = {}
     handles = []
     wanted = needs & STATS
+    chunk = {"b": 0}  # sequences in the chunk being run
     for group in family_of(model).groups:
         shared = LayerStats()
         stats.update({name: shared for name in group})
         if wanted:
 
-            def hook(module: nn.Module, args: tuple, out: Tensor, shared: LayerStats = shared) -> None:
-                _accumulate(shared, args[0], wanted)
+            def hook(
+                module: nn.Module, args: tuple, out: Tensor, shared: LayerStats = shared
+            ) -> None:
+                _accumulate(shared, args[0], chunk["b"], wanted)
 
             handles.append(linears[group[0]].register_forward_hook(hook))
+    outputs = []
     try:
-        outputs = run_block(block, inputs)
+        for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs):
+            chunk["b"] = h.shape[0]
+            outputs.append(_output(block(h, *a, **kw)))
     finally:
         for handle in handles:
             handle.remove()

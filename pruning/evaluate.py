@@ -9,7 +9,7 @@ L−1 next-token predictions; perplexity = exp(mean of the window losses).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -16,7 +16,9 @@ from .types import LayerResult, LayerStats, Sparsity
 
 
 @torch.no_grad()
-def prune(W: Tensor, stats: LayerStats, sparsity: Sparsity, *, group: Group = "layer") -> LayerResult:
+def prune(
+    W: Tensor, stats: LayerStats, sparsity: Sparsity, *, group: Group = "layer"
+) -> LayerResult:
     """W: (..., out, in). Prunes the smallest |W| of each group (or of each N:M group)."""
     S = W.float().abs()  # (..., out, in)
     pruned = select(S, sparsity, group)

@@ -39,6 +39,7 @@ def lowest_k(S: Tensor, k: int) -> Tensor:
     need = k - below.sum(-1, keepdim=True)  # how many tied entries still go, lowest index first
     return below | (ties & (ties.cumsum(-1) <= need))
 
+
 def prune_lowest(score: Tensor, ratio: float, group: Group) -> Tensor:
     """Prune floor(n·ratio) lowest scores per group: the whole matrix or each row."""
     if group == "layer":

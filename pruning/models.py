@@ -94,29 +94,52 @@ def load_model(name: str = BUNDLED, *, device: str = "cpu", dtype: torch.dtype |
 
 def tiny_model(family: str = "llama", *, seed: int = 0, layers: int = 2) -> nn.Module:
     """A random model of a family (llama, qwen2, mistral, opt, gpt2, gpt_neox), built in code."""
-    from transformers import AutoModelForCausalLM
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig
-    from transformers import Qwen2Config
+    from transformers import (
+        AutoModelForCausalLM,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        OPTConfig,
+        Qwen2Config,
+    )
 
     common = dict(vocab_size=128, max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
     llama_like = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, **common,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **common,
     )
     configs = {
         "llama": lambda: LlamaConfig(**llama_like),
         "qwen2": lambda: Qwen2Config(**llama_like),
         "mistral": lambda: MistralConfig(**llama_like),
         "opt": lambda: OPTConfig(
-            hidden_size=32, ffn_dim=64, num_hidden_layers=layers, num_attention_heads=4,
-            word_embed_proj_dim=32, pad_token_id=2, **common,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+            pad_token_id=2,
+            **common,
         ),
         "gpt2": lambda: GPT2Config(
-            n_embd=32, n_layer=layers, n_head=4, vocab_size=128, n_positions=64,
-            bos_token_id=0, eos_token_id=1,
+            n_embd=32,
+            n_layer=layers,
+            n_head=4,
+            vocab_size=128,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=1,
         ),
         "gpt_neox": lambda: GPTNeoXConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
             **common,
         ),
     }

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -140,8 +141,12 @@ def prune_model(
     _validate(model, method, sparsity, mode, hparams)
     spec = METHODS[method]
     needs = spec.needs
-    if needs and windows is None and dense_stats is None:
-        raise ValueError(f"{method} needs calibration data ({', '.join(sorted(needs))})")
+    have = dense_stats.needs if dense_stats is not None and mode == "dense" else frozenset()
+    if needs and windows is None and not needs <= have:
+        raise ValueError(
+            f"{method} in {mode} mode needs calibration windows (statistics: "
+            f"{', '.join(sorted(needs))}; cached: {', '.join(sorted(have)) or 'none'})"
+        )
     blocks = decoder_blocks(model)
     names = family_of(model).linear_names
     layers: dict[str, LayerResult] = {}

@@ -15,7 +15,8 @@ one M-group at a time. Differences from the reference:
 - inside a block the column updates are themselves lazy, `inner` columns at a time: the same
   arithmetic in a different order, far fewer kernel launches;
 - for N:M the blocksize only batches updates, so it is rounded down to a multiple of M;
-- an optional column `order` (ROSE) processes the columns in that order.
+- an optional column `order` (ROSE) processes the columns in that order; with N:M it must move
+  whole M-groups, so the mask is N:M in the original column order.
 W and H may carry leading batch dimensions: every batch entry is solved as its own layer.
 """
 
@@ -39,7 +40,9 @@ def _cholesky_inverse_upper(H: Tensor, percdamp: float) -> tuple[Tensor, Tensor]
         bad = info > 0
         if not bad.any():
             return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True), damp
-        more = torch.where(bad, torch.where(damp > 0, damp * 9, 0.01), 0)  # new damp = 10× (or 0.01)
+        more = torch.where(
+            bad, torch.where(damp > 0, damp * 9, 0.01), 0
+        )  # new damp = 10× (or 0.01)
         diag.add_((more * mean_diag).unsqueeze(-1))
         damp = damp + more
     raise ValueError(f"Hessian is not positive definite even with dampening {damp.max().item():g}")
@@ -63,9 +66,16 @@ def prune(
     W = W.to(torch.promote_types(dtype, torch.float32)).clone()  # (..., r, c), at least fp32
     H = stats.hessian.to(W.dtype).clone()  # (..., c, c)
     r, c = W.shape[-2:]
+    nm = sparsity.nm
+    if order is not None and nm is not None:
+        groups = order.reshape(*order.shape[:-1], -1, nm[1]) // nm[1]  # (..., c/m, m) source groups
+        if not bool((groups == groups[..., :1]).all()):
+            raise ValueError(f"with {nm[0]}:{nm[1]}, an order must move whole groups of {nm[1]}")
     if order is not None:  # permute columns of W and rows/columns of H
         W = W.gather(-1, order.unsqueeze(-2).expand_as(W))
-        H = H.gather(-1, order.unsqueeze(-2).expand_as(H)).gather(-2, order.unsqueeze(-1).expand_as(H))
+        H = H.gather(-1, order.unsqueeze(-2).expand_as(H)).gather(
+            -2, order.unsqueeze(-1).expand_as(H)
+        )
 
     dead = H.diagonal(dim1=-2, dim2=-1) == 0  # (..., c) inputs never active
     H.diagonal(dim1=-2, dim2=-1).masked_fill_(dead, 1)
@@ -73,7 +83,6 @@ def prune(
     U, damp = _cholesky_inverse_upper(H, percdamp)  # (..., c, c)
     d = U.diagonal(dim1=-2, dim2=-1)  # (..., c) √ of the OBS denominators
 
-    nm = sparsity.nm
     if nm is not None:
         blocksize = max(nm[1], blocksize - blocksize % nm[1])
         inner = max(nm[1], inner - inner % nm[1])

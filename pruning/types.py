@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 
@@ -49,7 +48,9 @@ class Sparsity:
         try:
             value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
         except ValueError:
-            raise ValueError(f"sparsity must be a number like 0.5 or a pattern like 2:4, got {text!r}")
+            raise ValueError(
+                f"sparsity must be a number like 0.5 or a pattern like 2:4, got {text!r}"
+            )
         return cls(value)
 
     def __str__(self) -> str:
@@ -91,7 +92,9 @@ class PruneRun:
     layers: dict[str, LayerResult]  # "3.mlp.down_proj" -> result (weight=None)
     block_mse: list[float]  # per block: mean (dense_out − pruned_out)², empty in dense mode
     seconds: dict[str, float]  # phase -> seconds ("calibrate", "prune", …)
-    notes: list[str] = field(default_factory=list)  # things the user should know (dampening raised…)
+    notes: list[str] = field(
+        default_factory=list
+    )  # things the user should know (dampening raised…)
 
     def layer_sparsity(self) -> dict[str, float]:
         return {name: res.pruned.float().mean().item() for name, res in self.layers.items()}
@@ -100,4 +103,3 @@ class PruneRun:
         pruned = sum(int(res.pruned.sum()) for res in self.layers.values())
         total = sum(res.pruned.numel() for res in self.layers.values())
         return pruned / max(total, 1)
-

@@ -3,6 +3,7 @@ of every supported family with seeded calibration windows."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download; set before hub imports
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # so a plain `pytest` works as well as `python -m pytest`
     sys.path.insert(0, str(ROOT))
 
-from pruning.models import tiny_model  # noqa: E402
-from pruning.types import LayerStats  # noqa: E402
+from pruning.models import tiny_model
+from pruning.types import LayerStats
 
 FAMILIES = ("llama", "opt", "gpt2", "gpt_neox")
 
@@ -60,7 +62,9 @@ def linear_problem():
         if correlated:  # 4 shared factors plus noise, channel scales spread over 10×
             B = torch.randn(inp, 4, generator=g, dtype=torch.float64)
             Z = torch.randn(4, n, generator=g, dtype=torch.float64)
-            scale = torch.logspace(-0.5, 0.5, inp, dtype=torch.float64)[torch.randperm(inp, generator=g)]
+            scale = torch.logspace(-0.5, 0.5, inp, dtype=torch.float64)[
+                torch.randperm(inp, generator=g)
+            ]
             X = scale[:, None] * (B @ Z + 0.5 * X)
         nsamples = n if nsamples is None else nsamples
         st = stats_from_X(X, nsamples)
@@ -77,8 +81,15 @@ def windows(n: int = 6, seqlen: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 128, (n, seqlen), generator=g)
 
 
+@pytest.fixture(scope="session")
+def _transformers_loaded():
+    """Build one model of each family once, so the import cost is not charged to one test."""
+    for family in FAMILIES:
+        tiny_model(family)
+
+
 @pytest.fixture
-def tiny():
+def tiny(_transformers_loaded):
     """Factory: tiny(family) -> (fresh random model of that family, (6, 16) calibration windows)."""
 
     def make(family: str = "llama", *, n: int = 6, seqlen: int = 16, seed: int = 0):

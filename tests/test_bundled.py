@@ -69,8 +69,9 @@ def test_sequential_wanda_on_the_real_model_reports_block_errors(bundled):
     run = prune_model(pruned, windows[:4], "wanda", Sparsity(0.5, (2, 4)), mode="sequential")
     assert len(run.block_mse) == 30 and all(math.isfinite(e) and e > 0 for e in run.block_mse)
     assert run.achieved_sparsity() == pytest.approx(overall_sparsity(pruned), abs=1e-4)
-    assert not torch.equal(pruned.model.layers[0].mlp.down_proj.weight,
-                           model.model.layers[0].mlp.down_proj.weight)
+    assert not torch.equal(
+        pruned.model.layers[0].mlp.down_proj.weight, model.model.layers[0].mlp.down_proj.weight
+    )
 
 
 def test_unknown_hub_id_offline_names_the_bundled_model(monkeypatch):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FAMILIES
+from conftest import windows as conftest_windows
 from torch import nn
 from torch.testing import assert_close
 
-from conftest import FAMILIES
-from conftest import windows as conftest_windows
 from pruning.arch import FAMILIES as ADAPTERS
 from pruning.arch import block_linears, decoder_blocks
 from pruning.calibration import BlockInputs, capture_block_inputs, collect_stats, run_block
@@ -28,7 +28,9 @@ def hook_count(model: nn.Module) -> int:
 def record_inputs(module: nn.Module) -> tuple[list[torch.Tensor], object]:
     """Our own forward hook: every input tensor the module sees."""
     seen: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    handle = module.register_forward_hook(
+        lambda mod, args, out: seen.append(args[0].detach().clone())
+    )
     return seen, handle
 
 
@@ -44,16 +46,12 @@ def assert_close_f32(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-# OPT's decoder layer flattens (b, L, d) to (b·L, d) before fc1, so its hook sees 2-D inputs and
-# counts every chunk as ONE sequence: statistics = Σ_tokens/num_chunks instead of Σ_tokens/nsamples.
-OPT_FLAT = pytest.mark.xfail(
-    reason="BUG: _accumulate counts a 2-D input (OPT's fc1/fc2 see (b·L, d)) as one sequence, so "
-    "7 windows in chunks of 3 give nsamples=3 and statistics scaled by 7/3",
-    strict=True,
-)
 GROUPS = [
-    pytest.param(family.name, group, id=f"{family.name}-{group[0]}",
-                 marks=OPT_FLAT if family.name == "opt" and group[0] in ("fc1", "fc2") else ())
+    pytest.param(
+        family.name,
+        group,
+        id=f"{family.name}-{group[0]}",
+    )
     for family in ADAPTERS
     for group in family.groups
 ]
@@ -73,13 +71,13 @@ def test_hook_stats_equal_direct_stats_unequal_chunks(tiny, family, group):
         handle.remove()
     sq_norm, hessian = direct_stats(seen, nsamples=7)
     st = stats[group[0]]
-    assert st.nsamples == 7
     assert st.sq_norm.dtype == torch.float32 and st.hessian.dtype == torch.float32
     assert_close_f32(st.sq_norm, sq_norm)
     assert_close_f32(st.hessian, hessian)
+    assert st.nsamples == 7
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "opt"] + [pytest.param("opt", marks=OPT_FLAT)])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_hook_stats_do_not_depend_on_the_chunking(tiny, family):
     # the running mean (rescale, then add) must give the same statistics for any batch size
     model, windows = tiny(family, n=7)
@@ -211,7 +209,7 @@ def assert_same(a, b) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_run_block_equals_the_models_hidden_states(tiny, family):
+def test_run_block_equals_the_models_hidden_states(_transformers_loaded, family):
     model, windows = tiny_model(family, layers=3), conftest_windows(5)
     full = model(input_ids=windows, output_hidden_states=True, use_cache=False).hidden_states
     inputs = capture_block_inputs(model, windows, batch_size=2)  # chunks 2, 2, 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM
 
 from pruning.__main__ import main
@@ -14,11 +13,19 @@ SMALL = ["--nsamples", "4", "--seqlen", "64", "--eval-tokens", "512"]
 
 
 def test_table_has_a_row_per_run(capsys):
-    assert main(["--method", "magnitude,wanda", "--sparsity", "0.5,2:4", "--mode", "dense", *SMALL]) == 0
+    assert (
+        main(["--method", "magnitude,wanda", "--sparsity", "0.5,2:4", "--mode", "dense", *SMALL])
+        == 0
+    )
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()[2:]]
-    assert [r[:2] for r in rows] == [["dense", "0%"], ["magnitude", "50%"], ["magnitude", "2:4"],
-                                     ["wanda", "50%"], ["wanda", "2:4"]]
+    assert [r[:2] for r in rows] == [
+        ["dense", "0%"],
+        ["magnitude", "50%"],
+        ["magnitude", "2:4"],
+        ["wanda", "50%"],
+        ["wanda", "2:4"],
+    ]
     assert all(float(r[3]) == pytest.approx(0.5, abs=1e-3) for r in rows[1:])
 
 

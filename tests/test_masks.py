@@ -39,7 +39,8 @@ def test_prune_lowest_row_exact_count(rows, cols, ratio):
 
 
 @pytest.mark.parametrize(
-    ("rows", "cols", "ratio"), [(1, 100, 0.29), (10, 10, 0.29), (3, 7, 0.5), (5, 10, 0.7), (4, 25, 0.57)]
+    ("rows", "cols", "ratio"),
+    [(1, 100, 0.29), (10, 10, 0.29), (3, 7, 0.5), (5, 10, 0.7), (4, 25, 0.57)],
 )
 def test_prune_lowest_layer_exact_count(rows, cols, ratio):
     score = torch.randn(rows, cols, generator=torch.Generator().manual_seed(2))
@@ -143,7 +144,9 @@ def test_prune_lowest_nm_matches_brute_force(n, m, ties):
 
 def test_prune_lowest_nm_hand_case():
     score = torch.tensor([[1.0, 2, 3, 4, 8, 7, 6, 5]])
-    assert prune_lowest_nm(score, 2, 4).tolist() == [[True, True, False, False, False, False, True, True]]
+    assert prune_lowest_nm(score, 2, 4).tolist() == [
+        [True, True, False, False, False, False, True, True]
+    ]
 
 
 def test_prune_lowest_nm_batched_equals_loop():
@@ -180,9 +183,7 @@ def test_is_nm_exact():
 def test_is_nm_agrees_with_brute_force_on_random_masks(seed):
     g = torch.Generator().manual_seed(seed)
     pruned = torch.rand(6, 16, generator=g) < 0.5
-    brute = all(
-        int(pruned[r, g0 : g0 + 4].sum()) == 2 for r in range(6) for g0 in range(0, 16, 4)
-    )
+    brute = all(int(pruned[r, g0 : g0 + 4].sum()) == 2 for r in range(6) for g0 in range(0, 16, 4))
     assert is_nm(pruned, 2, 4) == brute
     assert is_nm(prune_lowest_nm(torch.randn(6, 16, generator=g), 2, 4), 2, 4)
 

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from conftest import recon_error, stats_from_X
 from torch.testing import assert_close
 
-from conftest import recon_error, stats_from_X
 from pruning import METHODS, magnitude, sparsegpt, wanda
 from pruning.masks import is_nm
 from pruning.types import LayerStats, Sparsity
@@ -50,8 +50,12 @@ def test_magnitude_default_group_is_layer(linear_problem):
     p = linear_problem(8, 16, dtype=torch.float32)
     W = p.W * torch.linspace(0.1, 2, 8)[:, None]  # rows of very different scale
     res = magnitude.prune(W, LayerStats(), Sparsity(0.5))
-    assert torch.equal(res.pruned, magnitude.prune(W, LayerStats(), Sparsity(0.5), group="layer").pruned)
-    assert not torch.equal(res.pruned, magnitude.prune(W, LayerStats(), Sparsity(0.5), group="row").pruned)
+    assert torch.equal(
+        res.pruned, magnitude.prune(W, LayerStats(), Sparsity(0.5), group="layer").pruned
+    )
+    assert not torch.equal(
+        res.pruned, magnitude.prune(W, LayerStats(), Sparsity(0.5), group="row").pruned
+    )
 
 
 @pytest.mark.parametrize("group", ["layer", "row"])
@@ -94,7 +98,9 @@ def test_wanda_2_4_with_uniform_activations():
     assert res.weight.tolist() == [[0.0, 0.0, 3.0, 4.0, 0.0, 0.0, 7.0, 8.0]]
 
 
-@pytest.mark.parametrize("sparsity", [Sparsity(0.5), Sparsity(0.3), Sparsity(0.5, (2, 4)), Sparsity(0.5, (4, 8))])
+@pytest.mark.parametrize(
+    "sparsity", [Sparsity(0.5), Sparsity(0.3), Sparsity(0.5, (2, 4)), Sparsity(0.5, (4, 8))]
+)
 def test_wanda_with_uniform_activations_equals_row_magnitude(linear_problem, sparsity):
     W = linear_problem(8, 16, dtype=torch.float32).W
     res = wanda.prune(W, uniform_stats(16), sparsity)
@@ -148,7 +154,9 @@ def naive_sparsegpt(W, H, sparsity, blocksize, percdamp=0.01):
             if nm is not None and j % nm[1] == 0:
                 S = W[:, j : j + nm[1]] ** 2 / d[j : j + nm[1]] ** 2
                 low = torch.argsort(S, dim=-1, stable=True)[:, : nm[0]]
-                pruned[:, j : j + nm[1]] = torch.zeros_like(S, dtype=torch.bool).scatter(1, low, True)
+                pruned[:, j : j + nm[1]] = torch.zeros_like(S, dtype=torch.bool).scatter(
+                    1, low, True
+                )
             w = W[:, j].clone()
             q = w.masked_fill(pruned[:, j], 0)
             e = (w - q) / d[j]
@@ -268,14 +276,33 @@ def test_sparsegpt_batched_equals_loop(linear_problem, sparsity):
 @pytest.mark.parametrize("blocksize", [128, 4, 5])
 def test_sparsegpt_order_is_permutation_equivariant(linear_problem, sparsity, blocksize):
     p = linear_problem(6, 16, 64, correlated=True, seed=3)
-    perm = torch.randperm(16, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    perm = torch.randperm(16, generator=gen)
+    if sparsity.nm:  # N:M orders move whole groups of M (and shuffle inside them)
+        m = sparsity.nm[1]
+        inside = torch.stack([torch.randperm(m, generator=gen) for _ in range(16 // m)])
+        perm = (torch.randperm(16 // m, generator=gen)[:, None] * m + inside).flatten()
     H = p.stats.hessian
-    natural = sparsegpt.prune(p.W[:, perm], LayerStats(64, hessian=H[perm][:, perm]), sparsity, blocksize=blocksize)
+    natural = sparsegpt.prune(
+        p.W[:, perm], LayerStats(64, hessian=H[perm][:, perm]), sparsity, blocksize=blocksize
+    )
     ordered = sparsegpt.prune(p.W, p.stats, sparsity, blocksize=blocksize, order=perm)
     assert torch.equal(ordered.pruned[:, perm], natural.pruned)
     assert_close(ordered.weight[:, perm], natural.weight)
     assert_close(ordered.loss, natural.loss)
     assert torch.equal(ordered.order, perm)
+
+
+def test_sparsegpt_order_keeps_the_nm_pattern_of_the_original_columns(linear_problem):
+    p = linear_problem(4, 8, 32)
+    with pytest.raises(ValueError, match="whole groups of 4"):  # splits groups 0 and 1
+        sparsegpt.prune(
+            p.W, p.stats, Sparsity(0.5, (2, 4)), order=torch.tensor([4, 1, 2, 3, 0, 5, 6, 7])
+        )
+    res = sparsegpt.prune(
+        p.W, p.stats, Sparsity(0.5, (2, 4)), order=torch.tensor([5, 7, 4, 6, 2, 0, 1, 3])
+    )
+    assert is_nm(res.pruned, 2, 4)
 
 
 def test_sparsegpt_identity_order_is_no_order(linear_problem):
@@ -293,7 +320,9 @@ def test_sparsegpt_batched_order_equals_loop(linear_problem):
     order = torch.stack([torch.randperm(12, generator=g) for _ in range(2)])
     res = sparsegpt.prune(W, st, Sparsity(0.5), blocksize=5, order=order)
     for b in range(2):
-        one = sparsegpt.prune(W[b], LayerStats(48, hessian=st.hessian[b]), Sparsity(0.5), blocksize=5, order=order[b])
+        one = sparsegpt.prune(
+            W[b], LayerStats(48, hessian=st.hessian[b]), Sparsity(0.5), blocksize=5, order=order[b]
+        )
         assert torch.equal(res.pruned[b], one.pruned)
         assert_close(res.weight[b], one.weight)
 
@@ -346,7 +375,9 @@ def test_sparsegpt_needs_hessian(linear_problem):
 
 
 @pytest.mark.parametrize("sparsity", [Sparsity(0.5), Sparsity(0.5, (2, 4))])
-def test_regression_sparsegpt_reconstructs_better_than_magnitude_and_wanda(linear_problem, sparsity):
+def test_regression_sparsegpt_reconstructs_better_than_magnitude_and_wanda(
+    linear_problem, sparsity
+):
     # A regression test, not a theorem: on this seeded correlated problem (seed 11, 16×32 weights,
     # 256 tokens), SparseGPT's compensated weights give the lowest output error ‖ΔW X‖².
     p = linear_problem(16, 32, 256, seed=11, correlated=True)
