@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     model, tokenizer = load_model(args.model, device=device)
     load_s = time.perf_counter() - t0
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    if max_len and args.seqlen > max_len:
+        raise ValueError(f"--seqlen {args.seqlen} is longer than the model's {max_len} positions")
     needs = frozenset().union(*(METHODS[m].needs for m in methods))
     windows = None
     if needs:

@@ -50,9 +50,10 @@ def test_save_round_trips_with_transformers(tmp_path, capsys):
         (["-o", "percdamp"], "KEY=VALUE"),
         (["--method", "sparsegpt", "-o", "bogus=1"], "no option 'bogus'"),
         (["--text-file", "/nonexistent/file.txt"], "cannot read"),
+        (["--seqlen", "9000", "--method", "magnitude"], "8192 positions"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, words, capsys):
-    assert main([*argv, *SMALL]) == 2
+    assert main([*SMALL, *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and words in err and "\n" not in err
