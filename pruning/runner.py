@@ -104,10 +104,14 @@ def _split(res: LayerResult, n: int, keep_scores: bool) -> list[LayerResult]:
                 order=res.order[i].cpu() if res.order is not None else None,
                 loss=res.loss[i].cpu() if res.loss is not None else None,
                 trace=list(res.trace),
-                info={k: float(v[i]) for k, v in res.info.items()},
+                info={k: _item(v[i]) for k, v in res.info.items()},
             )
         )
     return out
+
+
+def _item(v: Tensor) -> float | Tensor:
+    return float(v) if v.dim() == 0 else v.cpu()
 
 
 def _notes(layers: dict[str, LayerResult], hparams: dict) -> list[str]:
@@ -209,6 +213,7 @@ def _batch1(st: LayerStats) -> LayerStats:
         st.nsamples,
         None if st.sq_norm is None else st.sq_norm.unsqueeze(0),
         None if st.hessian is None else st.hessian.unsqueeze(0),
+        None if st.grad is None else st.grad.unsqueeze(0),
     )
 
 

@@ -67,6 +67,7 @@ class LayerStats:
     nsamples: int = 0
     sq_norm: Tensor | None = None  # (..., in)      mean over sequences of Σ_tokens x_j²   Wanda
     hessian: Tensor | None = None  # (..., in, in)  (2/N)·Σ_tokens x xᵀ                  SparseGPT
+    grad: Tensor | None = None  # (..., out, in)  accumulated gradient norm of the weight   GBLM
 
 
 @dataclass
@@ -79,7 +80,8 @@ class LayerResult:
     order: Tensor | None = None  # (in,) column processing order
     loss: Tensor | None = None  # (out,) per-row reconstruction-loss estimate
     trace: list[float] = field(default_factory=list)  # objective per iteration
-    info: dict[str, Tensor] = field(default_factory=dict)  # e.g. the dampening actually used
+    info: dict[str, Tensor] = field(default_factory=dict)  # per-layer extras: scalars (dampening
+    # used, ρ) or small arrays (ROSE's column losses); batched like the other tensors
 
 
 @dataclass
