@@ -1,12 +1,13 @@
 # make test  — create .venv, install everything, run the whole suite
 # make bench — the foundation benchmark on the bundled model (prints and writes JSON)
 # make cli   — an example command-line run on the bundled model
+# make app   — install, then start the app on the bundled model at http://127.0.0.1:7860
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench cli lint clean
+.PHONY: install browser test app bench cli lint clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,15 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-test: install
+# Debian's chromium for the browser tests (Playwright drives it through executable_path)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=10
+
+app: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} $(PY) app.py
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.foundation
