@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import sys
 import time
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from . import METHODS, Sparsity, collect_dense_stats, prune_model
+from . import METHODS, Sparsity, collect_dense_stats, needs_of, prune_model
 from .data import SOURCES, calibration_windows, evaluation_tokens
 from .evaluate import overall_sparsity, perplexity
+from .gradients import NORMS
 from .models import BUNDLED, load_model
 
 
@@ -37,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … or auto")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--warm-start",
+        metavar="METHOD",
+        help="sparseswaps, barber: the method whose mask they refine (default wanda)",
+    )
+    p.add_argument(
+        "--grad-norm", default="l2", choices=NORMS, help="gblm: gradient norm over the windows"
+    )
     p.add_argument(
         "-o",
         "--option",
@@ -85,6 +95,14 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise ValueError(f"unknown method {m!r}; choose one of {', '.join(METHODS)}")
     targets = [Sparsity.parse(s) for s in args.sparsity.split(",") if s.strip()]
     hparams = _options(args.option)
+    options = {m: dict(hparams) for m in methods}  # --warm-start goes to the methods taking one
+    if args.warm_start is not None:
+        if not any(_warm_default(m) for m in methods):
+            refiners = ", ".join(m for m in METHODS if _warm_default(m))
+            raise ValueError(f"--warm-start needs a method that refines a mask: {refiners}")
+        for m in methods:
+            if _warm_default(m):
+                options[m]["warm_start"] = args.warm_start
     if args.save and len(methods) * len(targets) != 1:
         raise ValueError("--save takes a single method and a single sparsity")
     device = (
@@ -97,9 +115,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and args.seqlen > max_len:
         raise ValueError(f"--seqlen {args.seqlen} is longer than the model's {max_len} positions")
-    needs = frozenset().union(*(METHODS[m].needs for m in methods))
+    needs = frozenset().union(*(needs_of(m, options[m]) for m in methods))
     windows = None
-    if needs:
+    if needs or any(METHODS[m].refine for m in methods):
         windows = calibration_windows(
             tokenizer, args.data, args.nsamples, args.seqlen, args.seed, text=_read(args.text_file)
         )
@@ -124,7 +142,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     ]
     dense_stats = None
     if args.mode == "dense" and needs:
-        dense_stats = collect_dense_stats(model, windows, needs, batch_size=args.batch_size)
+        dense_stats = collect_dense_stats(
+            model, windows, needs, batch_size=args.batch_size, grad_norm=args.grad_norm
+        )
     for method in methods:
         for target in targets:
             pruned = copy.deepcopy(model)  # never prune the loaded dense model
@@ -136,7 +156,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 mode=args.mode,
                 dense_stats=dense_stats,
                 batch_size=args.batch_size,
-                **hparams,
+                grad_norm=args.grad_norm,
+                **options[method],
             )
             t0 = time.perf_counter()
             ppl = perplexity(pruned, eval_ids, args.seqlen, batch_size=args.batch_size)
@@ -156,6 +177,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     notes=result.notes,
                 )
             )
+            if _warm_default(method):
+                rows[-1]["warm_start"] = options[method].get("warm_start", _warm_default(method))
             if args.save:
                 _save(pruned, tokenizer, args, rows[-1], result.layer_sparsity())
     return rows
@@ -188,15 +211,26 @@ def _save(model, tokenizer, args: argparse.Namespace, row: dict, layers: dict) -
     )
 
 
+def _warm_default(method: str) -> str | None:
+    """The default warm start of a method that refines another's mask, else None."""
+    param = inspect.signature(METHODS[method].prune).parameters.get("warm_start")
+    return None if param is None else param.default
+
+
+def _label(row: dict) -> str:
+    return f"{row['method']}({row['warm_start']})" if "warm_start" in row else row["method"]
+
+
 def table(rows: list[dict]) -> str:
+    w = max(11, *(len(_label(r)) for r in rows))
     head = (
-        f"{'method':<11} {'sparsity':>8} {'mode':>10} {'achieved':>8} {'dense ppl':>10} "
+        f"{'method':<{w}} {'sparsity':>8} {'mode':>10} {'achieved':>8} {'dense ppl':>10} "
         f"{'pruned ppl':>10} {'load s':>7} {'calib s':>7} {'prune s':>7} {'eval s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['method']:<11} {r['sparsity']:>8} {r['mode']:>10} {r['achieved']:>8.4f} "
+            f"{_label(r):<{w}} {r['sparsity']:>8} {r['mode']:>10} {r['achieved']:>8.4f} "
             f"{r['dense_ppl']:>10.3f} {r['ppl']:>10.3f} {r['load_s']:>7.1f} "
             f"{r['calibrate_s']:>7.1f} {r['prune_s']:>7.2f} {r['eval_s']:>7.1f}"
         )

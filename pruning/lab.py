@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
-from . import METHODS
+from . import METHODS, needs_of
 from .arch import block_linears, decoder_blocks, get_weight
 from .data import calibration_windows, evaluation_tokens
 from .evaluate import block_errors, perplexity
 from .models import BUNDLED, load_model
-from .runner import DenseStats, collect_dense_stats, prune_model
+from .runner import DenseStats, collect_dense_stats, prune_model, validate
 from .types import LayerResult, LayerStats, PruneRun, Sparsity
 
 Progress = Callable[[int, int, str], None]
@@ -79,7 +79,8 @@ class RunRecord:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-_LOCK = threading.RLock()
+_LOCK = threading.RLock()  # guards the caches; held briefly
+_WORK = threading.RLock()  # one heavy job (statistics, pruning, evaluation) at a time
 _MODELS: OrderedDict = OrderedDict()  # (name, device) -> (model, tokenizer); at most 1
 _STATS: OrderedDict = OrderedDict()  # calibration key -> DenseStats; at most 2
 _CACHE: dict = {}  # small values: windows, evaluation tokens, dense perplexities, norms
@@ -108,10 +109,13 @@ def dense_model(setup: Setup) -> tuple[nn.Module, object]:
 
 
 def _cached(key, make):
+    """_CACHE[key], made on first use (outside the cache lock: making may take seconds)."""
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = make()
-        return _CACHE[key]
+        if key in _CACHE:
+            return _CACHE[key]
+    value = make()
+    with _LOCK:
+        return _CACHE.setdefault(key, value)
 
 
 def calibration(setup: Setup) -> Tensor:
@@ -130,14 +134,16 @@ def dense_stats(
 ) -> DenseStats:
     """Dense statistics with at least `needs`; collected once per calibration setting."""
     key = setup.calibration()
-    with _LOCK:
-        have = _STATS.get(key)
+    with _WORK:
+        with _LOCK:
+            have = _STATS.get(key)
         if have is not None and needs <= have.needs:
             return have
         needs = needs | (have.needs if have is not None else frozenset())
         model, _ = dense_model(setup)
         stats = collect_dense_stats(model, calibration(setup), needs, progress=progress)
-        return _remember(_STATS, key, stats, 2)
+        with _LOCK:
+            return _remember(_STATS, key, stats, 2)
 
 
 def dense_perplexity(setup: Setup, progress: Progress | None = None) -> float:
@@ -168,7 +174,9 @@ def _layer_errors(dense: nn.Module, pruned: nn.Module, stats: DenseStats) -> dic
             H = stats.blocks[i][name].hessian
             W = get_weight(dense, module).float()
             dW = W - get_weight(pruned, pruned_linears[name]).float()
-            norm = _cached(("norm", id(stats), i, name), lambda W=W, H=H: float(((W @ H) * W).sum()))
+            norm = _cached(
+                ("norm", id(stats), i, name), lambda W=W, H=H: float(((W @ H) * W).sum())
+            )
             out[f"{i}.{name}"] = float(((dW @ H) * dW).sum()) / max(norm, 1e-30)
     return out
 
@@ -186,8 +194,6 @@ def run(
 ) -> RunRecord:
     """Prune a private copy of the setup's dense model and measure it; raises Cancelled."""
     hparams = dict(hparams or {})
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
     def step(i: int, n: int, desc: str) -> None:
         if cancel is not None and cancel.is_set():
@@ -198,11 +204,12 @@ def run(
     seconds = {}
     t0 = time.perf_counter()
     dense, _ = dense_model(setup)
-    needs = METHODS[method].needs
+    validate(dense, method, sparsity, mode, hparams)  # bad input fails before any heavy work
+    needs = needs_of(method, hparams)
     windows = calibration(setup) if needs or mode == "sequential" else None
     stats = dense_stats(setup, needs, step) if mode == "dense" and needs else None
     seconds["statistics"] = time.perf_counter() - t0
-    with _LOCK:  # one pruning at a time: two runs on two cores only slow each other down
+    with _WORK:  # one pruning at a time: two runs on two cores only slow each other down
         pruned = copy.deepcopy(dense)
         result = prune_model(
             pruned,
@@ -246,11 +253,11 @@ def layer_detail(record: RunRecord, name: str) -> LayerResult | None:
     block, linear = name.split(".", 1)
     module = decoder_blocks(dense)[int(block)].get_submodule(linear)
     W = get_weight(dense, module).unsqueeze(0)
-    needs = METHODS[record.method].needs
+    needs = needs_of(record.method, record.hparams)
     st = LayerStats()
     if needs:
         stats = dense_stats(setup, needs)
-        src = stats.blocks[int(block)][linear]
+        src = replace(stats.blocks[int(block)][linear], grad=stats.grads.get(name))
         batched = {f: getattr(src, f) for f in needs if getattr(src, f, None) is not None}
         st = replace(src, **{f: t.unsqueeze(0) for f, t in batched.items()})
     return METHODS[record.method].prune(W, st, record.run.sparsity, **record.hparams)
@@ -269,7 +276,7 @@ def sweep(
     curves: dict[str, list[tuple[float, float]]] = {}
     total, done = len(methods) * len(ratios), 0
     for method in methods:
-        needs = METHODS[method].needs
+        needs = needs_of(method, {})
         stats = dense_stats(setup, needs) if needs else None
         windows = calibration(setup) if needs else None
         for ratio in ratios:
@@ -277,7 +284,7 @@ def sweep(
                 raise Cancelled("sweep cancelled")
             if progress:
                 progress(done, total, f"sweep: {method} at {ratio:.0%}")
-            with _LOCK:
+            with _WORK:
                 pruned = copy.deepcopy(dense)
                 prune_model(
                     pruned, windows, method, Sparsity(ratio), mode="dense", dense_stats=stats

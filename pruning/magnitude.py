@@ -22,4 +22,4 @@ def prune(
     """W: (..., out, in). Prunes the smallest |W| of each group (or of each N:M group)."""
     S = W.float().abs()  # (..., out, in)
     pruned = select(S, sparsity, group)
-    return LayerResult(weight=W.masked_fill(pruned, 0), pruned=pruned, score=S)
+    return LayerResult(weight=W * ~pruned, pruned=pruned, score=S)  # ×0: faster than masked_fill

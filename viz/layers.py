@@ -124,8 +124,14 @@ def model_map(values: dict[str, float], *, metric: str = "sparsity", title: str 
     return layer_grid(values, title=title, label=label, log=log)
 
 
-def block_errors(runs: dict[str, list[float]], *, log: bool = True) -> go.Figure:
-    """Per-block output error of each run (sequential mode), one line per run."""
+def block_errors(
+    runs: dict[str, list[float]], *, log: bool = True, relative: bool = False
+) -> go.Figure:
+    """Per-block output error of each run, one line per run.
+
+    relative=False: the runner's block MSE (sequential mode, pruned inputs); relative=True:
+    ‖dense − pruned‖² / ‖dense‖² of each block fed the dense inputs (any mode)."""
+    what = "relative error" if relative else "MSE"
     title = "Reconstruction error per block"
     runs = {k: f32(v) for k, v in runs.items() if v is not None and len(v)}
     if not runs:
@@ -139,14 +145,17 @@ def block_errors(runs: dict[str, list[float]], *, log: bool = True) -> go.Figure
             line=style,
             mode="lines+markers",
             marker={"size": 5},
-            hovertemplate=f"{name}<br>block %{{x}}: MSE %{{y:.4g}}<extra></extra>",
+            hovertemplate=f"{name}<br>block %{{x}}: {what} %{{y:.4g}}<extra></extra>",
         )
     logy = log and all(v.min() > 0 for v in runs.values())
     log_axis(fig, "y", logy)
-    sub = "mean squared difference of each block's output, dense vs pruned, calibration inputs"
-    return _layout(
-        fig, title, subtitle=sub + ("; log scale" if logy else ""), x="block", y="block output MSE"
+    sub = (
+        "‖dense − pruned‖² / ‖dense‖² of each block's output, both fed the dense inputs"
+        if relative
+        else "mean squared difference of each block's output, dense vs pruned, calibration inputs"
     )
+    y = "relative output error" if relative else "block output MSE"
+    return _layout(fig, title, subtitle=sub + ("; log scale" if logy else ""), x="block", y=y)
 
 
 def perplexity_bars(dense: float | None, runs: dict[str, float]) -> go.Figure:

@@ -1,0 +1,83 @@
+"""The app without a browser: control parsing, the layout builds, and a run through the handlers on
+the bundled model returns this session's records and every view's figure."""
+
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+import pytest
+
+import app
+from pruning import Sparsity
+
+SMALL = ("bundled", "bundled", "", 4, 64, 0, 512)  # model, data, text, windows, seqlen, seed, eval
+
+
+def test_parse_sparsity():
+    assert app.parse_sparsity("unstructured", 0.6, "2:4") == Sparsity(0.6)
+    assert app.parse_sparsity("N:M", 0.6, "2:4") == Sparsity(0.5, (2, 4))
+    with pytest.raises(ValueError, match="N:M"):
+        app.parse_sparsity("N:M", 0.5, "two:four")
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        app.parse_sparsity("unstructured", 1.0, "")
+
+
+def test_options_are_typed_like_the_defaults_and_unknown_ones_refused():
+    assert app.parse_options("sparsegpt", "blocksize=64, percdamp=0.05") == {
+        "blocksize": 64,
+        "percdamp": 0.05,
+    }
+    assert app.parse_options("sparsegpt", app.format_options("sparsegpt")) == {}  # defaults only
+    with pytest.raises(ValueError, match="no option"):
+        app.parse_options("wanda", "alpha=3")
+    with pytest.raises(ValueError):
+        app.parse_options("sparsegpt", "blocksize=big")
+
+
+def test_setup_refuses_bad_sizes_and_empty_text():
+    with pytest.raises(ValueError, match="windows"):
+        app._setup("bundled", "bundled", "", 0, 64, 0, 512)
+    with pytest.raises(ValueError, match="paste"):
+        app._setup("bundled", "my text", " ", 4, 64, 0, 512)
+
+
+def test_build_demo_builds_without_launching():
+    demo = app.build_demo()
+    assert isinstance(demo, gr.Blocks)
+
+
+def _drain(gen):
+    *_, last = gen
+    return last
+
+
+def test_run_and_render_every_view():
+    records, status = _drain(
+        app.execute(
+            {},
+            [("magnitude", "0.5", {}), ("wanda", "2:4", {})],
+            SMALL,
+            "dense",
+            None,
+            lambda *a, **k: None,
+        )
+    )
+    assert list(records) == ["magnitude 50% · dense", "wanda 2:4 · dense"] and status.startswith(
+        "Done"
+    )
+    a, b = records
+    bars, errors = app.render_perplexity(records)
+    assert isinstance(bars, go.Figure) and isinstance(errors, go.Figure)
+    assert app.render_map(records, b, "sparsity")[1] is not None
+    assert app.render_map(records, b, "error")[1] is None  # no Hessian cached for this setting
+    figs = app.render_layer(records, b, 3, "mlp.down_proj", 0, 0)
+    assert all(isinstance(f, go.Figure) for f in figs[:4]) and "down_proj" in figs[4]
+    diff, agree, note = app.render_compare(records, a, b, 3, "mlp.down_proj")
+    assert isinstance(diff, go.Figure) and isinstance(agree, go.Figure) and a in note
+    rose = app.render_rose(records, b, 3, "mlp.down_proj")
+    assert rose[:5] == (None,) * 5 and "ROSE" in rose[5]  # explains what to run instead
+
+
+def test_bad_input_is_a_gradio_error():
+    with pytest.raises(gr.Error, match="divisible by 7"):
+        _drain(app.execute({}, [("wanda", "5:7", {})], SMALL, "dense", None, lambda *a, **k: None))

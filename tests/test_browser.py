@@ -1,0 +1,137 @@
+"""The app as a person uses it, in real headless Chromium (Debian's, driven by Playwright): run the
+default preset, wait for it, read the perplexities and see the figures, run a second method, open
+Compare, and type a bad pattern. Screenshots go to artifacts/screenshots/ (git-ignored)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+FLAGS = [  # the sandbox and the closed network of CI machines
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: make test")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    """The app in its own process, as `make app` starts it (on a free port)."""
+    port = _free_port()
+    code = f"import app; app.demo.launch(server_name='127.0.0.1', server_port={port}, quiet=True)"
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=root)
+    address = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(address, timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, "the app exited while starting"
+                time.sleep(0.5)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(url)
+        page.get_by_text("Pruning Lab").first.wait_for()
+        yield page
+        browser.close()
+
+
+def _choose(page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _settle(page, timeout: int = 300_000) -> None:
+    """Wait until no component shows Gradio's 'processing' tracker."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing |')", timeout=timeout)
+
+
+def _status(page):
+    return page.locator("#status")
+
+
+def test_default_preset_then_second_method_then_compare(page):
+    page.get_by_role("button", name="Run preset").click()
+    _status(page).get_by_text("Done:").first.wait_for(timeout=600_000)
+    text = _status(page).inner_text()
+    found = re.findall(r"(magnitude|wanda) 50% · dense\*\*?: perplexity ([\d.]+) → ([\d.]+)", text)
+    found = found or re.findall(
+        r"(magnitude|wanda) 50% · dense: perplexity ([\d.]+) → ([\d.]+)", text
+    )
+    assert {m for m, _, _ in found} == {"magnitude", "wanda"}, text
+    ppl = {m: (float(d), float(p)) for m, d, p in found}
+    assert ppl["magnitude"][0] == ppl["wanda"][0] < ppl["wanda"][1] < ppl["magnitude"][1]
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 2  # perplexity bars and block errors
+    page.screenshot(path=str(SHOTS / "1-preset.png"), full_page=True)
+
+    _choose(page, "Method", "sparsegpt")
+    page.get_by_role("button", name="Run", exact=True).click()
+    _status(page).get_by_text(re.compile(r"sparsegpt 50% · dense: perplexity \d")).wait_for(
+        timeout=600_000
+    )
+
+    page.get_by_role("tab", name="Model map").click()
+    page.get_by_label("error").check()
+    _settle(page)
+    assert page.get_by_text("relative reconstruction error").first.is_visible()
+    page.screenshot(path=str(SHOTS / "2-model-map.png"), full_page=True)
+
+    page.get_by_role("tab", name="Layer").click()
+    _settle(page)
+    assert page.locator(".js-plotly-plot:visible").count() >= 4
+    page.screenshot(path=str(SHOTS / "3-layer.png"), full_page=True)
+
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("against").first.wait_for(timeout=30_000)
+    _settle(page)
+    assert page.locator(".js-plotly-plot:visible").count() >= 2
+    page.screenshot(path=str(SHOTS / "4-compare.png"), full_page=True)
+
+
+def test_bad_pattern_shows_a_message_and_the_app_stays_usable(page):
+    page.get_by_label("N:M", exact=True).check()
+    box = page.get_by_label("N:M (prune N of every M inputs)")
+    box.fill("5:7")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("divisible by 7").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "5-error.png"), full_page=True)
+    box.fill("2:4")
+    _choose(page, "Method", "magnitude")
+    page.get_by_role("button", name="Run", exact=True).click()
+    _status(page).get_by_text(re.compile(r"magnitude 2:4 · dense: perplexity \d")).wait_for(
+        timeout=600_000
+    )
