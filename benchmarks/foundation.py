@@ -112,7 +112,7 @@ def main() -> None:
                 ),
             )
             r[f"reprune_{method}_{attempt}_s"] = run.seconds["prune"]
-            del pruned
+            del pruned, run
     r["reprune_rose_over_sparsegpt"] = r["reprune_rose_again_s"] / r["reprune_sparsegpt_again_s"]
 
     r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -1,11 +1,11 @@
 """Mask-refinement benchmark on the bundled model: SparseSwaps and LLM-Barber.
 
-    python -m benchmarks.refine [--nsamples 32 --seqlen 256 --sparsity 0.5,0.6,2:4 --converge 300]
+    python -m benchmarks.refine [--nsamples 32 --seqlen 256 --sparsity 0.5,0.6,2:4 --converge 100]
 
 - SparseSwaps: re-prune of every layer from cached dense statistics (dense mode, Wanda warm
   start) at the default iteration cap, per sparsity: seconds (target ≤ 30 s on 2 cores, wall and
   CPU time), the mean per-layer error reduction against the warm start, the fraction of rows at a
-  1-swap local optimum; with --converge N also at a cap of N swaps per row.
+  1-swap local optimum; with --converge N also at a cap of N swaps per row (at --converge-at).
 - LLM-Barber: a sequential run's prune seconds minus Wanda's (the block rebuilds), against a
   plain forward+backward of the model over the same calibration tokens.
 Prints a table and writes benchmarks/results/refine.json.
@@ -70,6 +70,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sparsity", default="0.5,0.6,2:4")
     p.add_argument("--converge", type=int, default=0, help="also run SparseSwaps with this cap")
+    p.add_argument("--converge-at", default="0.5", help="the sparsities of the --converge runs")
     p.add_argument("--no-barber", action="store_true")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results/refine.json")
     args = p.parse_args()
@@ -88,8 +89,9 @@ def main() -> None:
     ).seconds["prune"]
     del pruned
     r["sparseswaps"] = []
+    long = {str(Sparsity.parse(x)) for x in args.converge_at.split(",")} if args.converge else set()
     for sparsity in targets:
-        for iters in (ITERS, args.converge) if args.converge else (ITERS,):
+        for iters in (ITERS, args.converge) if str(sparsity) in long else (ITERS,):
             row = swaps_run(model, stats, sparsity, iters)
             r["sparseswaps"].append(row)
             print(

@@ -1,7 +1,7 @@
 """The memory guard: estimate what a load or a calibration pass will hold (model, statistics,
 activations) against the memory free on the device, and refuse with a clear message, naming a
-smaller setting that fits, before any work starts. Also the byte budgets the runner uses to size
-its batched problems.
+smaller setting that fits, before any work starts. Also the working-set estimate the runner sizes
+its batched problems with, and the process's peak RSS (per phase, for the benchmarks).
 
 Estimates are deliberately simple upper bounds of the large tensors (float32 statistics, the
 calibration activations kept between blocks, one chunk's working set); they are not allocator
@@ -178,15 +178,6 @@ def check_load(params: int, dtype: torch.dtype, device: torch.device | str = "cp
         f"the model has {params / 1e9:.2f}B parameters: {_fmt(need)} in "
         f"{str(dtype).removeprefix('torch.')}, but only {_fmt(free)} is free on {device}{hint}"
     )
-
-
-def solve_budget(device: torch.device, solver: bool) -> int:
-    """Bytes one batched problem of the runner may hold: small on the CPU for elementwise methods
-    (their scratch then comes from reused heap, not fresh pages), larger for solvers; on CUDA a
-    share of the free memory."""
-    if device.type == "cuda":
-        return max(256 * 2**20, available_bytes(device) // (4 if solver else 8))
-    return 160 * 2**20 if solver else 24 * 2**20
 
 
 def solve_bytes(layers: int, rows: int, cols: int, needs: frozenset[str]) -> int:

@@ -23,9 +23,10 @@ Differences from the reference (mingluo-su/ROSE 000b131):
   `<= sorted[floor(r·w·s)]`, one more and more on ties); SparseGPT's own counts as in sparsegpt.py;
   ties in the orderings keep the original order (stable sorts);
 - a last block narrower than `blocksize` (SmolLM2's 576 inputs = 4·128 + 64; the reference assumes
-  c divisible by 128 and fails otherwise) compares by loss per column, β·B/width, in ρ and in
-  `info["block_loss"]`, and stays last, its columns sorted inside it, so that SparseGPT's blocks
-  stay aligned with the original ones;
+  c divisible by 128 and indexes past the end when it reorders such a layer) compares by loss per
+  column, β·B/width, in ρ and in `info["block_loss"]` (its plain sum would make ρ ≥ ~0.5 by
+  itself), and stays last, its columns sorted inside it, so that SparseGPT's blocks stay aligned
+  with the original ones;
 - N:M works (the reference's N:M path raises NameError whenever ρ > 0.5): the pre-pruned mask is
   the N lowest scores of every aligned M-group of each row; blocks (blocksize rounded down to a
   multiple of M) are tested and ordered as above, but inside a block whole M-groups are ordered by

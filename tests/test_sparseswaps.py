@@ -148,6 +148,36 @@ def test_screened_search_equals_the_full_search(monkeypatch):
     assert bool(screened["converged"].all())
 
 
+@pytest.mark.parametrize("levels", [(8, 32), (1, 2, 4)])
+@pytest.mark.parametrize("shared", [0.0, 0.5, 3.0])
+def test_one_search_finds_the_brute_force_optimum(monkeypatch, shared, levels):
+    # the screened search of one iteration against every kept × pruned pair; a strong shared
+    # factor makes the bound loose, and tiny candidate sets (1, 2, 4) make it fail often, so
+    # the search must widen, level by level up to all pairs, to stay exact
+    monkeypatch.setattr(sparseswaps, "_LEVELS", levels)
+    g = torch.Generator().manual_seed(9)
+    R, c, n = 48, 96, 160
+    X = torch.randn(c, n, generator=g, dtype=torch.float64)
+    X = X + shared * torch.randn(1, n, generator=g, dtype=torch.float64)
+    X = X * torch.logspace(-1, 1, c, dtype=torch.float64)[torch.randperm(c, generator=g)][:, None]
+    W = torch.randn(R, c, generator=g, dtype=torch.float64)
+    pruned = torch.rand(R, c, generator=g).argsort(-1) < 40
+    G = (X @ X.T).unsqueeze(0)
+    st = sparseswaps._Active(W, pruned, G, torch.zeros(R, dtype=torch.long))
+    delta, p, u = sparseswaps._best_unstructured(st)
+    for i in range(R):  # brute force on the outputs: ‖y + w_p·x_p − w_u·x_u‖² − ‖y‖², y = r X
+        V = W[i, :, None] * X  # (c, n) each weight's output
+        y = (W[i] * pruned[i]) @ X
+        kept, gone = (~pruned[i]).nonzero()[:, 0], pruned[i].nonzero()[:, 0]
+        moved = y + V[kept, None, :] - V[None, gone, :]  # (kept, pruned, n)
+        D = moved.pow(2).sum(-1) - y.pow(2).sum()
+        scale = float(y.pow(2).sum() + V.pow(2).sum(-1).max())
+        assert float(delta[i]) == pytest.approx(float(D.min()), abs=1e-10 * scale)
+        assert not pruned[i, p[i]] and pruned[i, u[i]]
+        hit = D[(kept == p[i]).nonzero()[0, 0], (gone == u[i]).nonzero()[0, 0]]
+        assert float(hit) == pytest.approx(float(D.min()), abs=1e-10 * scale)
+
+
 def test_disagrees_with_wanda_on_a_hand_made_row():
     # x1 = x2 and w = (1, −0.5, 0.6, 0.7): Wanda prunes w2, w3 (error 0.25 + 0.36); pruning the
     # largest weight w1 next to w2 leaves 0.5·x1 (error 0.25), and no single swap beats that.
