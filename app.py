@@ -398,6 +398,21 @@ def render_gradients(records, label, block, linear):
     )
 
 
+def barber_losses(layers) -> tuple[list[float], list[float]]:
+    """One (before, after) loss per rebuilt sub-block (attention, then MLP, of each block): the
+    linears of a sub-block carry the same pair, and come in the model's order."""
+    pairs = []
+    for name, r in layers.items():
+        pair = (
+            name.split(".")[0],
+            float(r.info["block_loss_before"]),
+            float(r.info["block_loss_after"]),
+        )
+        if not pairs or pairs[-1] != pair:
+            pairs.append(pair)
+    return [p[1] for p in pairs], [p[2] for p in pairs]
+
+
 def render_refine(records, label, block):
     """SparseSwaps traces and error reductions; LLM-Barber swaps and block losses."""
     rec = _pick(records, label)
@@ -415,8 +430,7 @@ def render_refine(records, label, block):
         note = f"Mean error reduction against the warm start: **{mean:.1f}%** over {len(layers)} layers."
         return viz.swap_trace(traces), viz.error_reduction(reduction), note
     swaps = {k: int(r.info["swaps"]) for k, r in layers.items()}
-    before = [float(x) for x in rec.run.extras.get("block_loss_before", [])]
-    after = [float(x) for x in rec.run.extras.get("block_loss_after", [])]
+    before, after = barber_losses(layers)
     note = f"{sum(swaps.values()):,} swaps in all; sparsity and N:M unchanged."
     return viz.barber_swaps(swaps), viz.barber_block_loss(before, after), note
 

@@ -3,6 +3,12 @@ the same tokens, measured in the same run (machines are noisy; ratios travel).
 
     python -m benchmarks.foundation [--nsamples 32 --seqlen 256 --eval-tokens 8192]
 
+Peak memory during pruning (product.md §5: ≤ 3 × the fp32 model + the statistics requested) is
+measured per method in a fresh subprocess that holds only what pruning needs (the model, the cached
+statistics, read from a file) over the interpreter's and torch's own baseline; the main process's
+per-phase peaks are printed as well, but they also hold the benchmark's dense model next to the copy
+it prunes, and heap the earlier phases left.
+
 Prints a table and writes benchmarks/results/foundation.json.
 """
 
@@ -13,6 +19,8 @@ import copy
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +48,33 @@ def _phase(r: dict, name: str, fn):
     return seconds, out
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _memory_probe(method: str, stats_file: str) -> None:
+    """In a fresh process: load the model and the statistics, prune, print the peak RSS above the
+    runtime's baseline (interpreter, torch and the library imported, nothing loaded)."""
+    base = _rss_bytes()
+    model, _ = load_model()
+    stats = torch.load(stats_file, weights_only=False)
+    reset_peak_rss()
+    prune_model(model, None, method, Sparsity(0.5), mode="dense", dense_stats=stats)
+    print(json.dumps({"peak_gb": (peak_rss_bytes() - base) / 2**30}))
+
+
+def _probe(method: str, stats_file: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.foundation", "--memory-probe", method, stats_file],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_gb"]
+
+
 def _stats_bytes(stats) -> int:
     """Bytes of the statistics held (linears of a group share theirs: counted once)."""
     seen = {id(st): st for block in stats.blocks for st in block.values()}
@@ -61,7 +96,10 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results/foundation.json")
+    p.add_argument("--memory-probe", nargs=2, metavar=("METHOD", "STATS"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory_probe:
+        return _memory_probe(*args.memory_probe)
     r: dict[str, float] = {
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
@@ -117,15 +155,14 @@ def main() -> None:
 
     r["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     r["model_fp32_gb"] = fp32_bytes / 2**30
-    r["peak_rss_over_fp32_model"] = r["peak_rss_gb"] / r["model_fp32_gb"]
-    # product.md §5: peak memory ≤ 3 × the fp32 model + the statistics requested, per phase (the
-    # process holds the model, and during re-prunes the benchmark's copy of it, in every phase)
     r["stats_hessian_gb"] = _stats_bytes(stats) / 2**30
     r["memory_limit_gb"] = 3 * r["model_fp32_gb"] + r["stats_hessian_gb"]
-    phases = [
-        k for k in r if k.startswith("peak_rss_") and k.endswith("_gb") and k != "peak_rss_gb"
-    ]
-    r["worst_phase_over_limit"] = max(r[k] for k in phases) / r["memory_limit_gb"]
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(stats, f"{tmp}/stats.pt")
+        for method in ("magnitude", "wanda", "sparsegpt", "rose"):
+            r[f"prune_peak_{method}_gb"] = _probe(method, f"{tmp}/stats.pt")
+    worst = max(r[f"prune_peak_{m}_gb"] for m in ("magnitude", "wanda", "sparsegpt", "rose"))
+    r["prune_peak_over_limit"] = worst / r["memory_limit_gb"]
     tokens = args.nsamples * args.seqlen
     print(
         f"bundled SmolLM2-135M, {args.nsamples}×{args.seqlen} calibration tokens ({tokens}), "

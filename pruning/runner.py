@@ -33,7 +33,7 @@ from .types import LayerResult, LayerStats, PruneRun, Sparsity
 
 Mode = Literal["sequential", "dense"]
 Progress = Callable[[int, int, str], None]
-STACK_BYTES = 64 * 2**20  # CPU cap on one batched problem of a Hessian method (dense mode)
+STACK_BYTES = 160 * 2**20  # CPU cap on one batched problem of a Hessian method (dense mode)
 SMALL_BYTES = 24 * 2**20  # CPU cap for the other methods: their scratch stays in reused heap
 
 

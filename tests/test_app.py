@@ -81,3 +81,29 @@ def test_run_and_render_every_view():
 def test_bad_input_is_a_gradio_error():
     with pytest.raises(gr.Error, match="divisible by 7"):
         _drain(app.execute({}, [("wanda", "5:7", {})], SMALL, "dense", None, lambda *a, **k: None))
+
+
+def test_refinement_view_draws_sparseswaps_and_barber_runs():
+    records, status = _drain(
+        app.execute(
+            {},
+            [("sparseswaps", "0.5", {}), ("barber", "0.5", {})],
+            SMALL,
+            "sequential",
+            None,
+            lambda *a, **k: None,
+        )
+    )
+    assert status.startswith("Done"), status
+    swaps, barber = records
+    trace, reduction, note = app.render_refine(records, swaps, 2)
+    assert len(trace.data) == 7  # one curve per linear of block 2
+    assert "Mean error reduction" in note
+    layers = records[barber].run.layers
+    before, after = app.barber_losses(layers)
+    assert len(before) == len(after) == 2 * 30  # attention, then MLP, of every block
+    first = layers["0.self_attn.q_proj"].info
+    assert before[0] == float(first["block_loss_before"])
+    assert after[0] == float(first["block_loss_after"])
+    counts, losses, note = app.render_refine(records, barber, 0)
+    assert len(counts.data) >= 1 and len(losses.data) == 2 and "swaps in all" in note

@@ -109,6 +109,8 @@ def test_default_preset_then_second_method_then_compare(page):
     page.get_by_role("tab", name="Model map").click()
     page.get_by_label("error").check()
     _settle(page)
+    title = page.locator(".js-plotly-plot:visible text.gtitle", has_text="reconstruction error")
+    title.first.wait_for(timeout=60_000)  # the map redrawn in errors, not still in sparsity
     assert page.get_by_text("needs the dense Hessians").count() == 0  # SparseGPT cached them
     assert page.locator(".js-plotly-plot:visible").count() >= 1
     page.screenshot(path=str(SHOTS / "2-model-map.png"), full_page=True)

@@ -17,6 +17,7 @@ from .masks import (
 )
 from .refine import barber_block_loss, barber_swaps, error_reduction, swap_trace
 from .rose import rose_blocks, rose_columns, rose_error_ratio, rose_model, rose_order
+from .stepper import stepper_compare, stepper_errors, stepper_state
 from .style import KEPT, PRUNED, _layout, method_color, pool
 
 __all__ = [
@@ -46,6 +47,9 @@ __all__ = [
     "score_histogram",
     "score_terms",
     "sparsity_sweep",
+    "stepper_compare",
+    "stepper_errors",
+    "stepper_state",
     "structure_bars",
     "swap_trace",
 ]
