@@ -1,5 +1,6 @@
 # make test  — create .venv, install everything, run the whole suite
 # make bench — the foundation benchmark on the bundled model (prints and writes JSON)
+# make bench-app — click-to-result latency of the app's default preset
 # make cli   — an example command-line run on the bundled model
 # make app   — install, then start the app on the bundled model at http://127.0.0.1:7860
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser test app bench cli lint clean
+.PHONY: install browser test app bench bench-app cli lint clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ app: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.foundation
+
+bench-app: install
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.app_latency
 
 cli: install
 	HF_HUB_OFFLINE=1 $(PY) -m pruning --method magnitude,wanda,sparsegpt --sparsity 0.5,2:4

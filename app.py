@@ -4,14 +4,17 @@ results into figures (`viz`); no math and no plotting here. Per-session runs liv
 """
 
 import inspect
+import tempfile
 import threading
 import time
+from pathlib import Path
+from urllib.parse import urlencode
 
 import gradio as gr
 
 import viz
-from app_text import HONESTY, INTRO, VIEW_HELP
-from pruning import METHODS, Sparsity, lab, structure
+from app_text import HONESTY, INTRO, METHOD_HELP, VIEW_HELP
+from pruning import METHODS, Sparsity, lab, speed, stepper, structure
 from pruning.models import BUNDLED, CURATED
 
 MAX_RUNS = 8  # runs a session keeps (masks cost ~1 byte per weight each); oldest dropped first
@@ -37,6 +40,12 @@ except ImportError:
 
 
 _run = _on_gpu(lab.run)
+_generate = _on_gpu(lab.generate_pair)
+_export = _on_gpu(lab.export_run)
+_speed = _on_gpu(speed.semi_structured_speedup)
+# the controls a share link carries (not the pasted text: links stay short)
+SHARED = ("preset", "model", "method", "pattern", "ratio", "nm", "mode", "data", "nsamples")
+SHARED += ("seqlen", "seed", "eval_tokens", "options")
 
 
 # ---- pure helpers (unit-tested) -------------------------------------------------------------
@@ -463,6 +472,147 @@ def sweep(
     return viz.sparsity_sweep(curves, dense=lab.dense_perplexity(setup))
 
 
+# ---- learn, generate, export, share, speed --------------------------------------------------
+def stepper_build(records, view, block, linear, source, seed, toy_sparsity, algo, blocksize, force):
+    """Compute the toy's states once (they live in gr.State); the slider then only redraws."""
+    rec = _pick(records, view)
+    name = _layer(block, linear) if source == "layer on view" else None
+    if name and (rec is None or not linear):
+        raise gr.Error("run a method first to have a layer on view, or use the random toy")
+    try:
+        sp = Sparsity.parse(toy_sparsity)
+        W, H, what = lab.toy(rec.setup if name else None, name, seed=int(seed or 0))
+        order, note = None, ""
+        if algo == "ROSE":
+            threshold = -1.0 if force else 0.5
+            kw = {"blocksize": int(blocksize), "threshold": threshold}
+            order, rho, moved = stepper.rose_order(W, H, sp, **kw)
+            note = f" ROSE: ρ = {rho:.2f}, " + (
+                f"order {' '.join(str(int(j)) for j in order)}"
+                if moved
+                else "ρ ≤ 0.5 so the natural order (exactly SparseGPT)"
+            )
+        states = stepper.sparsegpt_steps(W, H, sp, order=order, blocksize=int(blocksize))
+        toys = stepper.compare_methods(W, H, sp, blocksize=int(blocksize))
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    data = {"states": states, "compare": toys, "what": what + "." + note}
+    return (data, gr.update(maximum=len(states) - 1, value=0), *stepper_draw(data, 0))
+
+
+def stepper_draw(data, step):
+    if not data:
+        return None, None, None, VIEW_HELP["learn"]
+    states, step = data["states"], int(min(max(step or 0, 0), len(data["states"]) - 1))
+    s = states[step]
+    zmax = float(abs(states[0].weight).max())
+    trace = stepper.error_trace(states)
+    if step == 0:
+        line = "Step 0: nothing pruned yet. Move the slider."
+    else:
+        line = (
+            f"Step {step}: column {s.column} processed; {int(s.new.sum())} weight(s) pruned here, "
+            f"error {s.error:.4g} (running total {s.total:.4g}); the update moved the "
+            f"{int((~s.processed).sum())} columns not yet processed."
+        )
+    return (
+        viz.stepper_state(s, zmax=zmax),
+        viz.stepper_errors(**trace, current=step or None),
+        viz.stepper_compare(data["compare"], weight=states[0].weight),
+        f"{data['what']}\n\n{line}",
+    )
+
+
+def generate(records, view, prompt, max_new, progress=gr.Progress()):  # noqa: B008
+    rec = _pick(records, view)
+    if rec is None:
+        raise gr.Error(
+            "run a method first: generation compares its pruned model with the dense one"
+        )
+    report = lambda i, n, d: progress((i, n), desc=f"rebuilding {rec.label}: {d}")
+    try:
+        dense, pruned = _generate(rec, prompt, int(max_new), progress=report)
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    note = f"*{rec.label}*: perplexity {rec.dense_ppl:.2f} → {rec.ppl:.2f}"
+    return dense, pruned, note
+
+
+def export_files(records, view, progress=gr.Progress()):  # noqa: B008
+    rec = _pick(records, view)
+    if rec is None:
+        raise gr.Error("run a method first: the downloads are the run on view's")
+    folder = Path(tempfile.mkdtemp(prefix="pruning-lab-"))
+    report = lambda i, n, d: progress((i, n), desc=f"rebuilding {rec.label}: {d}")
+    files = _export(rec, folder, progress=report)
+    size = sum(p.stat().st_size for p in files.values()) / 2**20
+    note = f"*{rec.label}*: {', '.join(p.name for p in files.values())} ({size:.0f} MB in all)."
+    return [str(p) for p in files.values()], note
+
+
+def share_query(*values) -> str:
+    """The query string of a share link: every shared control's value."""
+    return "?" + urlencode({k: v for k, v in zip(SHARED, values) if v not in (None, "")})
+
+
+def restore(request: gr.Request):
+    """Controls from a share link's query parameters; values that do not parse are skipped and
+    named in the status."""
+    params = dict(request.query_params) if request else {}
+    values, bad = {}, []
+    for key in SHARED:
+        if key in params:
+            try:
+                values[key] = _shared_value(key, params[key])
+            except (ValueError, KeyError):
+                bad.append(key)
+    out = {k: gr.update(value=v) for k, v in values.items()}
+    if "pattern" in values:  # the pattern shows the ratio slider or the N:M box
+        nm_pattern = values["pattern"] == "N:M"
+        out["nm"] = gr.update(
+            visible=nm_pattern, **({"value": values["nm"]} if "nm" in values else {})
+        )
+        out["ratio"] = gr.update(
+            visible=not nm_pattern, **({"value": values["ratio"]} if "ratio" in values else {})
+        )
+    note = method_note(values["method"]) if "method" in values else gr.skip()
+    if not params:
+        msg = gr.skip()
+    elif bad:
+        msg = f"Restored from the link, except: {', '.join(bad)} (not valid values)."
+    else:
+        msg = "Controls restored from the link: press **Run** (or **Run preset**)."
+    return (*(out.get(k, gr.skip()) for k in SHARED), note, msg)
+
+
+def _shared_value(key: str, value: str):
+    if key == "preset":
+        return PRESETS[value] and value
+    if key == "method":
+        return METHODS[value] and value
+    if key in ("nsamples", "seqlen", "seed", "eval_tokens"):
+        return int(value)
+    if key == "ratio":
+        Sparsity(float(value))  # in [0, 1)
+        return float(value)
+    if key == "pattern" and value not in ("unstructured", "N:M"):
+        raise ValueError(value)
+    if key == "mode" and value not in ("dense", "sequential"):
+        raise ValueError(value)
+    return value
+
+
+def measure_speed(records, view):
+    """The 2:4 speed panel: semi-structured sparse against dense matmuls at the model's shapes."""
+    rec = _pick(records, view)
+    dense, _ = lab.dense_model(rec.setup if rec else lab.Setup())
+    shapes = speed.linear_shapes(dense)  # one forward's worth of the model's linears
+    try:
+        return speed.honest_note(_speed(shapes))
+    except ValueError as e:
+        return f"Not measured: {e}"
+
+
 # ---- layout ----------------------------------------------------------------------------------
 def build_demo() -> gr.Blocks:
     methods = list(METHODS)
@@ -517,6 +667,7 @@ def build_demo() -> gr.Blocks:
                     linear = gr.Dropdown([], label="Linear")
                 with gr.Tabs():
                     with gr.Tab("Perplexity"):
+                        gr.Markdown(VIEW_HELP["perplexity"])
                         table = gr.Dataframe(
                             headers=[
                                 "run",
@@ -534,10 +685,12 @@ def build_demo() -> gr.Blocks:
                         sweep_btn = gr.Button("Sweep sparsity for these methods")
                         sweep_plot = gr.Plot(label="Sweep")
                     with gr.Tab("Model map"):
+                        gr.Markdown(VIEW_HELP["map"])
                         metric = gr.Radio(["sparsity", "error"], value="sparsity", label="Colour")
                         map_note = gr.Markdown()
                         map_plot = gr.Plot(label="Model map")
                     with gr.Tab("Layer"):
+                        gr.Markdown(VIEW_HELP["layer"])
                         layer_note = gr.Markdown()
                         with gr.Row():
                             row0 = gr.Slider(0, 8192, value=0, step=16, label="Tile row")
@@ -567,8 +720,57 @@ def build_demo() -> gr.Blocks:
                     with gr.Tab("Refinement"):
                         refine_note = gr.Markdown(VIEW_HELP["refine"])
                         refine_plots = [gr.Plot(label=x) for x in ("trace", "per layer")]
+                    with gr.Tab("Generate"):
+                        gr.Markdown(VIEW_HELP["generate"])
+                        with gr.Row():
+                            prompt = gr.Textbox("The capital of France is", label="Prompt", scale=3)
+                            max_new = gr.Slider(8, 128, value=40, step=8, label="New tokens")
+                        gen_btn = gr.Button("Generate, dense and pruned")
+                        gen_note = gr.Markdown()
+                        with gr.Row():
+                            gen_dense = gr.Textbox(label="Dense model", lines=6)
+                            gen_pruned = gr.Textbox(label="Pruned model", lines=6)
+                    with gr.Tab("Learn"):
+                        gr.Markdown(VIEW_HELP["learn"])
+                        toy_data = gr.State(None)
+                        with gr.Row():
+                            toy_source = gr.Radio(
+                                ["random", "layer on view"], value="random", label="Toy layer"
+                            )
+                            toy_seed = gr.Number(0, precision=0, label="Seed (random toy)")
+                            toy_sparsity = gr.Dropdown(
+                                ["50%", "70%", "2:4"], value="50%", label="Toy sparsity"
+                            )
+                        with gr.Row():
+                            toy_algo = gr.Radio(
+                                ["SparseGPT", "ROSE"], value="SparseGPT", label="Algorithm"
+                            )
+                            toy_block = gr.Dropdown(
+                                [4, 8, 16], value=4, label="Block (columns per mask choice)"
+                            )
+                            toy_force = gr.Checkbox(False, label="ROSE: reorder even if ρ ≤ 0.5")
+                        toy_btn = gr.Button("Build the toy")
+                        toy_step = gr.Slider(0, 16, value=0, step=1, label="Step")
+                        toy_note = gr.Markdown()
+                        toy_plots = [
+                            gr.Plot(label=x) for x in ("state", "error per step", "three ways")
+                        ]
+                        gr.Markdown("### The methods, exactly")
+                        for name, help_text in METHOD_HELP.items():
+                            if name in METHODS:
+                                with gr.Accordion(name, open=False):
+                                    gr.Markdown(help_text)
+                    with gr.Tab("Export & share"):
+                        gr.Markdown(VIEW_HELP["export"])
+                        export_btn = gr.Button("Prepare the downloads of the run on view")
+                        export_note = gr.Markdown()
+                        export_out = gr.File(label="Downloads", file_count="multiple")
+                        share_btn = gr.Button("Make a share link of the controls")
+                        share_box = gr.Textbox(label="Share link", buttons=["copy"])
                     with gr.Tab("About"):
                         gr.Markdown(HONESTY)
+                        speed_btn = gr.Button("Measure 2:4 sparse against dense matmuls here")
+                        speed_note = gr.Markdown()
 
         setup_args = [model, data, text, nsamples, seqlen, seed, eval_tokens]
         sel = [view, run_a, run_b, block, linear, table]
@@ -621,7 +823,8 @@ def build_demo() -> gr.Blocks:
         for ev in (ev1, ev2):
             ev.then(selectors, records, sel).then(refresh, views_in, views_out)
         cancel_btn.click(cancel_job, None, status, cancels=[ev1, ev2])
-        method.change(lambda m: (method_note(m), format_options(m)), method, [note, options])
+        # input, not change: a share link sets the method and its options together
+        method.input(lambda m: (method_note(m), format_options(m)), method, [note, options])
         pattern.change(
             lambda p: (gr.update(visible=p == "N:M"), gr.update(visible=p != "N:M")),
             pattern,
@@ -634,6 +837,28 @@ def build_demo() -> gr.Blocks:
         sweep_btn.click(
             sweep, [records, *setup_args], sweep_plot, concurrency_limit=1, concurrency_id="prune"
         )
+        toy_in = [records, view, block, linear, toy_source, toy_seed, toy_sparsity, toy_algo]
+        toy_btn.click(
+            stepper_build,
+            [*toy_in, toy_block, toy_force],
+            [toy_data, toy_step, *toy_plots, toy_note],
+        )
+        toy_step.change(stepper_draw, [toy_data, toy_step], [*toy_plots, toy_note])
+        heavy = {"concurrency_limit": 1, "concurrency_id": "prune"}
+        gen_btn.click(
+            generate, [records, view, prompt, max_new], [gen_dense, gen_pruned, gen_note], **heavy
+        )
+        export_btn.click(export_files, [records, view], [export_out, export_note], **heavy)
+        shared = [preset, model, method, pattern, ratio, nm, mode, data, nsamples, seqlen, seed]
+        shared += [eval_tokens, options]
+        share_btn.click(share_query, shared, share_box).then(
+            None,
+            share_box,
+            share_box,
+            js="(q) => window.location.origin + window.location.pathname + q",
+        )
+        demo.load(restore, None, [*shared, note, status])
+        speed_btn.click(measure_speed, [records, view], speed_note, **heavy)
     # views may render while a run works; runs and sweeps share one slot ("prune")
     return demo.queue(default_concurrency_limit=4)
 

@@ -19,8 +19,10 @@ import torch
 from . import METHODS, Sparsity, collect_dense_stats, needs_of, prune_model
 from .data import SOURCES, calibration_windows, evaluation_tokens
 from .evaluate import overall_sparsity, perplexity
+from .export import MASKS_FILE, layer_rows, model_card, write_masks, write_model, write_report
 from .gradients import NORMS
 from .models import BUNDLED, load_model
+from .types import PruneRun
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,35 +182,48 @@ def run(args: argparse.Namespace) -> list[dict]:
             if _warm_default(method):
                 rows[-1]["warm_start"] = options[method].get("warm_start", _warm_default(method))
             if args.save:
-                _save(pruned, tokenizer, args, rows[-1], result.layer_sparsity())
+                _save(pruned, tokenizer, args, rows[-1], result)
     return rows
 
 
-def _save(model, tokenizer, args: argparse.Namespace, row: dict, layers: dict) -> None:
-    args.save.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.save)  # safetensors
-    tokenizer.save_pretrained(args.save)
-    calib = args.text_file or args.data
-    report = dict(
-        model=args.model,
-        calibration=dict(data=calib, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed),
-        evaluation=dict(data=args.eval_file or args.eval_data, tokens=args.eval_tokens),
-        options=args.option,
-        result=row,
-        layer_sparsity=layers,
+def _save(model, tokenizer, args: argparse.Namespace, row: dict, run: PruneRun) -> None:
+    """The pruned model with its card, its masks and the run report, all in args.save."""
+    hparams = _options(args.option)
+    if "warm_start" in row:
+        hparams["warm_start"] = row["warm_start"]
+    method = row["method"]
+    calibration = {
+        "data": args.text_file or args.data,
+        "nsamples": args.nsamples,
+        "seqlen": args.seqlen,
+        "seed": args.seed,
+    }
+    if not (needs_of(method, hparams) or METHODS[method].refine):
+        calibration = None  # magnitude reads no data
+    meta = {
+        "model": args.model,
+        "method": method,
+        "sparsity": row["sparsity"],
+        "mode": row["mode"],
+        "hparams": hparams,
+        "calibration": calibration,
+        "evaluation": {
+            "data": args.eval_file or args.eval_data,
+            "tokens": args.eval_tokens,
+            "seqlen": args.seqlen,
+        },
+        "dense_ppl": row["dense_ppl"],
+        "ppl": row["ppl"],
+        "achieved": row["achieved"],
+        "result": row,  # the results-table row: timings and notes too
+    }
+    write_model(args.save, model, tokenizer, model_card(meta))
+    write_masks(
+        args.save / MASKS_FILE,
+        {name: res.pruned for name, res in run.layers.items()},
+        metadata={"method": method, "sparsity": row["sparsity"]},
     )
-    (args.save / "pruning_report.json").write_text(json.dumps(report, indent=2))
-    (args.save / "README.md").write_text(
-        f"# {args.model} pruned with {row['method']} ({row['sparsity']})\n\n"
-        f"Made with Pruning Lab (`python -m pruning`).\n\n"
-        f"- method: {row['method']}, target sparsity {row['sparsity']}, statistics mode {row['mode']}\n"
-        f"- achieved sparsity of the decoder linears: {row['achieved']:.4f}\n"
-        f"- calibration: {calib}, {args.nsamples} windows × {args.seqlen} tokens, seed {args.seed}\n"
-        f"- perplexity on {args.eval_file or args.eval_data} ({args.seqlen}-token windows): "
-        f"dense {row['dense_ppl']:.3f}, pruned {row['ppl']:.3f}\n\n"
-        "The zeros are stored densely: unstructured sparsity does not make this file smaller or "
-        "the model faster in plain PyTorch.\n"
-    )
+    write_report(args.save, meta, layer_rows(run))
 
 
 def _warm_default(method: str) -> str | None:

@@ -9,19 +9,21 @@ everything that determines their content and share one lock, so concurrent sessi
 from __future__ import annotations
 
 import copy
+import shutil
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from . import METHODS, needs_of
+from . import METHODS, export, needs_of, stepper
 from .arch import block_linears, decoder_blocks, get_weight
 from .data import calibration_windows, evaluation_tokens
-from .evaluate import block_errors, perplexity
+from .evaluate import block_errors, generate, perplexity
 from .models import BUNDLED, load_model
 from .runner import DenseStats, collect_dense_stats, prune_model, validate
 from .types import LayerResult, LayerStats, PruneRun, Sparsity
@@ -181,6 +183,20 @@ def _layer_errors(dense: nn.Module, pruned: nn.Module, stats: DenseStats) -> dic
     return out
 
 
+def _prune(setup, method, sparsity, mode, hparams, step, seconds=None, t0=0.0):
+    """A private copy of the dense model, pruned: (model, PruneRun). Deterministic for a setting."""
+    needs = needs_of(method, hparams)
+    windows = calibration(setup) if needs or mode == "sequential" else None
+    stats = dense_stats(setup, needs, step) if mode == "dense" and needs else None
+    if seconds is not None:
+        seconds["statistics"] = time.perf_counter() - t0
+    pruned = copy.deepcopy(dense_model(setup)[0])
+    result = prune_model(
+        pruned, windows, method, sparsity, mode=mode, dense_stats=stats, progress=step, **hparams
+    )
+    return pruned, result
+
+
 def run(
     setup: Setup,
     method: str,
@@ -205,22 +221,8 @@ def run(
     t0 = time.perf_counter()
     dense, _ = dense_model(setup)
     validate(dense, method, sparsity, mode, hparams)  # bad input fails before any heavy work
-    needs = needs_of(method, hparams)
-    windows = calibration(setup) if needs or mode == "sequential" else None
-    stats = dense_stats(setup, needs, step) if mode == "dense" and needs else None
-    seconds["statistics"] = time.perf_counter() - t0
     with _WORK:  # one pruning at a time: two runs on two cores only slow each other down
-        pruned = copy.deepcopy(dense)
-        result = prune_model(
-            pruned,
-            windows,
-            method,
-            sparsity,
-            mode=mode,
-            dense_stats=stats,
-            progress=step,
-            **hparams,
-        )
+        pruned, result = _prune(setup, method, sparsity, mode, hparams, step, seconds, t0)
         seconds.update(result.seconds)
         t0 = time.perf_counter()
         step(0, 1, "perplexity of the dense model")
@@ -294,3 +296,119 @@ def sweep(
             curves.setdefault(method, []).append((ratio, ppl))
             done += 1
     return curves
+
+
+_PRUNED: OrderedDict = OrderedDict()  # the last rebuilt pruned model, for generation and export
+
+
+def pruned_model(record: RunRecord, progress: Progress | None = None) -> nn.Module:
+    """The record's pruned model. Runs keep masks, not models (SparseGPT's and ROSE's updated
+    weights would cost a model per run), so it is the same run again: deterministic for the
+    setting, and checked against the record's masks. The last one is kept."""
+    run_ = record.run
+    key = (
+        record.setup,
+        record.method,
+        str(run_.sparsity),
+        run_.mode,
+        repr(sorted(record.hparams.items())),
+    )
+    with _LOCK:
+        if key in _PRUNED:
+            return _PRUNED[key]
+    with _WORK:
+        step = progress or (lambda i, n, d: None)
+        model, result = _prune(
+            record.setup, record.method, run_.sparsity, run_.mode, record.hparams, step
+        )
+        for name, layer in run_.layers.items():
+            if not torch.equal(result.layers[name].pruned, layer.pruned):
+                raise RuntimeError(f"rebuilding {record.label} gave another mask at {name}")
+        with _LOCK:
+            _PRUNED.clear()  # one at a time: a model's worth of memory
+            return _remember(_PRUNED, key, model, 1)
+
+
+def generate_pair(
+    record: RunRecord, prompt: str, max_new_tokens: int = 40, progress: Progress | None = None
+) -> tuple[str, str]:
+    """Greedy continuations of the prompt by the dense and the record's pruned model."""
+    if not (prompt or "").strip():
+        raise ValueError("type a prompt to continue")
+    dense, tok = dense_model(record.setup)
+    pruned = pruned_model(record, progress)
+    with _WORK:
+        return generate(dense, tok, prompt, max_new_tokens), generate(
+            pruned, tok, prompt, max_new_tokens
+        )
+
+
+def run_meta(record: RunRecord) -> dict:
+    """What a model card and a report say about a run."""
+    s = record.setup
+    return {
+        "model": s.model,
+        "method": record.method,
+        "sparsity": str(record.run.sparsity),
+        "mode": record.run.mode,
+        "hparams": dict(record.hparams),
+        "calibration": {
+            "data": "user text" if s.text else s.data,
+            "nsamples": s.nsamples,
+            "seqlen": s.seqlen,
+            "seed": s.seed,
+        },
+        "evaluation": {
+            "data": "user text" if s.eval_text else s.eval_data,
+            "tokens": s.eval_tokens,
+        },
+        "dense_ppl": record.dense_ppl,
+        "ppl": record.ppl,
+        "achieved": record.run.achieved_sparsity(),
+    }
+
+
+def export_run(
+    record: RunRecord, folder: Path, progress: Progress | None = None
+) -> dict[str, Path]:
+    """The downloads of a run in `folder`: the pruned model as a zip (safetensors, tokenizer, model
+    card), its masks (safetensors, uint8, 1 = pruned) and a report (JSON and CSV)."""
+    meta = run_meta(record)
+    folder.mkdir(parents=True, exist_ok=True)
+    masks = {k: v.pruned for k, v in record.run.layers.items()}
+    rows = export.layer_rows(record.run, record.layer_error or None)
+    json_path, csv_path = export.write_report(folder, meta, rows)
+    mask_path = export.write_masks(folder / export.MASKS_FILE, masks)
+    model = pruned_model(record, progress)
+    _, tok = dense_model(record.setup)
+    with _WORK:
+        export.write_model(folder / "model", model, tok, export.model_card(meta))
+    zipped = export.bundle(folder / "model")
+    shutil.rmtree(folder / "model")  # the zip is the download; a model's worth of disk less
+    return {
+        "model": zipped,
+        "masks": mask_path,
+        "json": json_path,
+        "csv": csv_path,
+    }
+
+
+def toy(
+    setup: Setup | None, name: str | None, *, seed: int = 0, row0: int = 0, col0: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """An 8×16 toy layer for the stepper: (W, H, description). With a layer name ("3.mlp.up_proj")
+    the window of the dense model's weight at (row0, col0) and its dense Hessian (collected once
+    per setting, as SparseGPT's); else a seeded random one."""
+    if not name:
+        W, H = stepper.toy_problem(seed=seed)
+        return W, H, f"random 8×16 toy, seed {seed}"
+    dense, _ = dense_model(setup)
+    block, linear = name.split(".", 1)
+    weight = get_weight(dense, decoder_blocks(dense)[int(block)].get_submodule(linear))
+    hessian = dense_stats(setup, frozenset({"hessian"})).blocks[int(block)][linear].hessian
+    rows, cols = weight.shape
+    row0, col0 = min(max(row0, 0), rows - 8), min(max(col0, 0), cols - 16)
+    W, H = stepper.toy_problem(
+        weight=weight.double(), hessian=hessian.double(), row0=row0, col0=col0
+    )
+    return W, H, f"{name}, rows {row0}–{row0 + 7}, columns {col0}–{col0 + 15}, dense Hessian"

@@ -107,3 +107,42 @@ def test_refinement_view_draws_sparseswaps_and_barber_runs():
     assert after[0] == float(first["block_loss_after"])
     counts, losses, note = app.render_refine(records, barber, 0)
     assert len(counts.data) >= 1 and len(losses.data) == 2 and "swaps in all" in note
+
+
+def test_stepper_tab_walks_sparsegpt_and_rose_on_the_random_toy():
+    data, slider, state, errors, three, note = app.stepper_build(
+        {}, None, 0, None, "random", 1, "50%", "SparseGPT", 4, False
+    )
+    assert slider["maximum"] == 16 and len(data["states"]) == 17
+    assert [len(f.data) > 0 for f in (state, errors, three)] == [True] * 3
+    assert "Step 0" in note
+    *_, note = app.stepper_draw(data, 5)
+    s = data["states"][5]
+    assert f"column {s.column} processed" in note and f"{int(s.new.sum())} weight(s)" in note
+    data, *_, note = app.stepper_build({}, None, 0, None, "random", 1, "2:4", "ROSE", 4, True)
+    assert "ROSE: ρ" in note and "order" in note
+    with pytest.raises(gr.Error, match="run a method first"):
+        app.stepper_build({}, None, 0, None, "layer on view", 1, "50%", "SparseGPT", 4, False)
+
+
+class _Request:
+    def __init__(self, **query):
+        self.query_params = query
+
+
+def test_share_link_restores_the_controls_and_skips_bad_values():
+    values = ("2:4 three ways", "bundled", "sparsegpt", "N:M", 0.5, "4:8", "sequential")
+    values += ("bundled", 16, 128, 3, 1024, "blocksize=64")
+    query = app.share_query(*values)
+    assert query.startswith("?preset=2%3A4+three+ways&model=bundled&method=sparsegpt")
+    from urllib.parse import parse_qsl
+
+    out = app.restore(_Request(**dict(parse_qsl(query[1:]))))
+    restored = [u["value"] for u in out[: len(app.SHARED)]]
+    assert restored == list(values)
+    assert out[app.SHARED.index("nm")]["visible"] is True
+    assert out[app.SHARED.index("ratio")]["visible"] is False
+    assert "sparsegpt" in out[-2] and "restored" in out[-1]
+    bad = app.restore(_Request(method="nope", ratio="1.5", seed="x", model="bundled"))
+    assert bad[app.SHARED.index("model")]["value"] == "bundled"
+    assert "method, ratio, seed" in bad[-1]

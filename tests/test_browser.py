@@ -140,3 +140,46 @@ def test_bad_pattern_shows_a_message_and_the_app_stays_usable(page):
     _status(page).get_by_text(re.compile(r"magnitude 2:4 · dense: perplexity \d")).wait_for(
         timeout=600_000
     )
+
+
+def test_the_stepper_walks_a_toy_layer(page):
+    page.get_by_role("tab", name="Learn").click()
+    page.get_by_role("button", name="Build the toy").click()
+    page.get_by_text("Step 0: nothing pruned yet").wait_for(timeout=60_000)
+    step = page.get_by_label("number input for Step")
+    step.fill("7")
+    step.press("Enter")
+    page.get_by_text(re.compile(r"Step 7: column \d+ processed")).wait_for(timeout=60_000)
+    _settle(page)
+    assert page.locator(".js-plotly-plot:visible").count() >= 3
+    page.screenshot(path=str(SHOTS / "6-stepper.png"), full_page=True)
+
+
+def test_a_share_link_restores_every_control(page, url):
+    page.get_by_role("tab", name="Export & share").click()
+    page.get_by_role("button", name="Make a share link of the controls").click()
+    box = page.get_by_label("Share link")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('?preset='))"
+    )
+    assert box.input_value().startswith(url.rstrip("/"))  # the page's own address, then the query
+    query = (
+        "?preset=GBLM+structure+at+50%25&model=bundled&method=sparsegpt&pattern=N%3AM&nm=4%3A8"
+        "&mode=sequential&data=bundled&nsamples=16&seqlen=128&seed=3&eval_tokens=1024"
+        "&options=blocksize%3D64%2C+percdamp%3D0.05"
+    )
+    page.goto(url + query)
+    _status(page).get_by_text("restored from the link").wait_for(timeout=60_000)
+    assert page.get_by_label("Preset").input_value() == "GBLM structure at 50%"
+    assert page.get_by_label("Method").input_value() == "sparsegpt"
+    assert page.get_by_label("N:M", exact=True).is_checked()
+    assert page.get_by_label("N:M (prune N of every M inputs)").input_value() == "4:8"
+    assert page.get_by_label("sequential", exact=True).is_checked()
+    page.get_by_text("Calibration and evaluation").click()
+    for label, value in (("Windows", "16"), ("Tokens per window", "128"), ("Seed", "3")):
+        assert page.get_by_label(label, exact=True).input_value() == value, label
+    assert page.get_by_label("Evaluation tokens (0: all)").input_value() == "1024"
+    page.get_by_text("Method options").click()
+    assert page.get_by_label("key=value, …").input_value() == "blocksize=64, percdamp=0.05"
+    assert "SparseGPT" in page.locator("body").inner_text() or "sparsegpt" in page.inner_text("body")
+    page.screenshot(path=str(SHOTS / "7-share-link.png"), full_page=True)
