@@ -473,7 +473,9 @@ def sweep(
 
 
 # ---- learn, generate, export, share, speed --------------------------------------------------
-def stepper_build(records, view, block, linear, source, seed, toy_sparsity, algo, blocksize, force):
+def stepper_build(
+    records, view, block, linear, source, seed, toy_sparsity, algo, blocksize, force, r0=0, c0=0
+):
     """Compute the toy's states once (they live in gr.State); the slider then only redraws."""
     rec = _pick(records, view)
     name = _layer(block, linear) if source == "layer on view" else None
@@ -481,7 +483,8 @@ def stepper_build(records, view, block, linear, source, seed, toy_sparsity, algo
         raise gr.Error("run a method first to have a layer on view, or use the random toy")
     try:
         sp = Sparsity.parse(toy_sparsity)
-        W, H, what = lab.toy(rec.setup if name else None, name, seed=int(seed or 0))
+        where = {"row0": int(r0 or 0), "col0": int(c0 or 0)}  # the Layer tab's tile corner
+        W, H, what = lab.toy(rec.setup if name else None, name, seed=int(seed or 0), **where)
         order, note = None, ""
         if algo == "ROSE":
             threshold = -1.0 if force else 0.5
@@ -717,7 +720,7 @@ def build_demo() -> gr.Blocks:
                             gr.Plot(label=x)
                             for x in ("|∇W|", "score terms", "profiles", "structure")
                         ]
-                    with gr.Tab("Refinement"):
+                    with gr.Tab("Refine"):
                         refine_note = gr.Markdown(VIEW_HELP["refine"])
                         refine_plots = [gr.Plot(label=x) for x in ("trace", "per layer")]
                     with gr.Tab("Generate"):
@@ -760,7 +763,7 @@ def build_demo() -> gr.Blocks:
                             if name in METHODS:
                                 with gr.Accordion(name, open=False):
                                     gr.Markdown(help_text)
-                    with gr.Tab("Export & share"):
+                    with gr.Tab("Export"):
                         gr.Markdown(VIEW_HELP["export"])
                         export_btn = gr.Button("Prepare the downloads of the run on view")
                         export_note = gr.Markdown()
@@ -840,7 +843,7 @@ def build_demo() -> gr.Blocks:
         toy_in = [records, view, block, linear, toy_source, toy_seed, toy_sparsity, toy_algo]
         toy_btn.click(
             stepper_build,
-            [*toy_in, toy_block, toy_force],
+            [*toy_in, toy_block, toy_force, row0, col0],
             [toy_data, toy_step, *toy_plots, toy_note],
         )
         toy_step.change(stepper_draw, [toy_data, toy_step], [*toy_plots, toy_note])

@@ -141,7 +141,8 @@ VIEW_HELP.update(
         "generate": "The same prompt, continued greedily by the dense model and by the pruned model of "
         "the run on view. Runs keep masks, not models, so the pruned model is built again "
         "(seconds in dense mode).",
-        "learn": "An 8×16 toy layer, random or cut from a real layer with its dense Hessian. Move the "
+        "learn": "An 8×16 toy layer, random, or cut from the layer on view (Block, Linear, and the Layer "
+        "tab's tile corner) with its dense Hessian. Move the "
         "step slider: each step processes one column, prunes the weights its mask chose "
         "(✕), makes the error shown, and moves the columns not yet processed (the update, below). "
         "The last row compares magnitude, Wanda and SparseGPT on the same toy.",

@@ -81,6 +81,16 @@ def _settle(page, timeout: int = 300_000) -> None:
     )
 
 
+def _tab(page, name: str) -> None:
+    """Open a tab, from the overflow menu ("…") where the bar is too narrow to show it."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+        return
+    page.locator(".overflow-menu button").first.click()
+    page.locator(".overflow-dropdown").get_by_text(name, exact=True).click()
+
+
 def _status(page):
     return page.locator("#status")
 
@@ -106,7 +116,7 @@ def test_default_preset_then_second_method_then_compare(page):
         timeout=600_000
     )
 
-    page.get_by_role("tab", name="Model map").click()
+    _tab(page, "Model map")
     page.get_by_label("error").check()
     _settle(page)
     title = page.locator(".js-plotly-plot:visible text.gtitle", has_text="reconstruction error")
@@ -115,13 +125,13 @@ def test_default_preset_then_second_method_then_compare(page):
     assert page.locator(".js-plotly-plot:visible").count() >= 1
     page.screenshot(path=str(SHOTS / "2-model-map.png"), full_page=True)
 
-    page.get_by_role("tab", name="Layer").click()
+    _tab(page, "Layer")
     _settle(page)
     assert page.locator(".js-plotly-plot:visible").count() >= 4
     page.screenshot(path=str(SHOTS / "3-layer.png"), full_page=True)
 
-    page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("against").first.wait_for(timeout=30_000)
+    _tab(page, "Compare")
+    page.get_by_text(re.compile(r"Layer .+: .+ against .+\.")).first.wait_for(timeout=30_000)
     _settle(page)
     assert page.locator(".js-plotly-plot:visible").count() >= 2
     page.screenshot(path=str(SHOTS / "4-compare.png"), full_page=True)
@@ -142,8 +152,18 @@ def test_bad_pattern_shows_a_message_and_the_app_stays_usable(page):
     )
 
 
+def test_generation_shows_the_dense_and_the_pruned_continuation(page):
+    _tab(page, "Generate")
+    page.get_by_role("button", name="Generate, dense and pruned").click()
+    sync_api.expect(page.get_by_label("Pruned model")).not_to_have_value("", timeout=300_000)
+    dense = page.get_by_label("Dense model").input_value()
+    pruned = page.get_by_label("Pruned model").input_value()
+    assert "Paris" in dense and pruned and pruned != dense  # magnitude 2:4 is far from dense
+    page.screenshot(path=str(SHOTS / "6-generate.png"), full_page=True)
+
+
 def test_the_stepper_walks_a_toy_layer(page):
-    page.get_by_role("tab", name="Learn").click()
+    _tab(page, "Learn")
     page.get_by_role("button", name="Build the toy").click()
     page.get_by_text("Step 0: nothing pruned yet").wait_for(timeout=60_000)
     step = page.get_by_label("number input for Step")
@@ -152,17 +172,17 @@ def test_the_stepper_walks_a_toy_layer(page):
     page.get_by_text(re.compile(r"Step 7: column \d+ processed")).wait_for(timeout=60_000)
     _settle(page)
     assert page.locator(".js-plotly-plot:visible").count() >= 3
-    page.screenshot(path=str(SHOTS / "6-stepper.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "7-stepper.png"), full_page=True)
 
 
 def test_a_share_link_restores_every_control(page, url):
-    page.get_by_role("tab", name="Export & share").click()
+    _tab(page, "Export")
     page.get_by_role("button", name="Make a share link of the controls").click()
-    box = page.get_by_label("Share link")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('?preset='))"
-    )
-    assert box.input_value().startswith(url.rstrip("/"))  # the page's own address, then the query
+    values = "[...document.querySelectorAll('textarea, input')].map(t => t.value)"
+    page.wait_for_function(f"() => {values}.some(v => v.includes('?preset='))")
+    link = page.evaluate(f"() => {values}.find(v => v.includes('?preset='))")
+    assert link.startswith(url.rstrip("/") + "/?preset=")  # the page's own address, then the query
+    assert "method=" in link and "nsamples=" in link
     query = (
         "?preset=GBLM+structure+at+50%25&model=bundled&method=sparsegpt&pattern=N%3AM&nm=4%3A8"
         "&mode=sequential&data=bundled&nsamples=16&seqlen=128&seed=3&eval_tokens=1024"
@@ -182,4 +202,4 @@ def test_a_share_link_restores_every_control(page, url):
     page.get_by_text("Method options").click()
     assert page.get_by_label("key=value, …").input_value() == "blocksize=64, percdamp=0.05"
     assert "SparseGPT" in page.locator("body").inner_text() or "sparsegpt" in page.inner_text("body")
-    page.screenshot(path=str(SHOTS / "7-share-link.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "8-share-link.png"), full_page=True)
