@@ -535,7 +535,7 @@ def generate(records, view, prompt, max_new, progress=gr.Progress()):  # noqa: B
     report = lambda i, n, d: progress((i, n), desc=f"rebuilding {rec.label}: {d}")
     try:
         dense, pruned = _generate(rec, prompt, int(max_new), progress=report)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # RuntimeError: the rebuild did not match the run
         raise gr.Error(str(e)) from None
     note = f"*{rec.label}*: perplexity {rec.dense_ppl:.2f} → {rec.ppl:.2f}"
     return dense, pruned, note
@@ -547,7 +547,10 @@ def export_files(records, view, progress=gr.Progress()):  # noqa: B008
         raise gr.Error("run a method first: the downloads are the run on view's")
     folder = Path(tempfile.mkdtemp(prefix="pruning-lab-"))
     report = lambda i, n, d: progress((i, n), desc=f"rebuilding {rec.label}: {d}")
-    files = _export(rec, folder, progress=report)
+    try:
+        files = _export(rec, folder, progress=report)
+    except (ValueError, RuntimeError, OSError) as e:  # OSError: the disk is full, for one
+        raise gr.Error(f"export failed: {e}") from None
     size = sum(p.stat().st_size for p in files.values()) / 2**20
     note = f"*{rec.label}*: {', '.join(p.name for p in files.values())} ({size:.0f} MB in all)."
     return [str(p) for p in files.values()], note

@@ -22,7 +22,14 @@ from gradio_client import Client
 
 import app
 
-SETTINGS = dict(model="bundled", data="bundled", text="", nsamples=32, seqlen=256, seed=0)
+SETTINGS = {
+    "model": "bundled",
+    "data": "bundled",
+    "text": "",
+    "nsamples": 32,
+    "seqlen": 256,
+    "seed": 0,
+}
 SETTINGS.update(eval_tokens=2048, mode="dense")  # the app's defaults
 
 

@@ -167,7 +167,8 @@ def evaluation_ids(setup: Setup) -> Tensor:
     )
 
 
-def _layer_errors(dense: nn.Module, pruned: nn.Module, stats: DenseStats) -> dict[str, float]:
+@torch.no_grad()
+def layer_errors(dense: nn.Module, pruned: nn.Module, stats: DenseStats) -> dict[str, float]:
     """Relative reconstruction error of every linear on the dense calibration inputs."""
     out = {}
     for i, (db, pb) in enumerate(zip(decoder_blocks(dense), decoder_blocks(pruned))):
@@ -232,7 +233,7 @@ def run(
         errors = block_errors(dense, pruned, calibration(setup)[:ERROR_WINDOWS])
         cached = _STATS.get(setup.calibration())
         layer_error = (
-            _layer_errors(dense, pruned, cached)
+            layer_errors(dense, pruned, cached)
             if cached is not None and "hessian" in cached.needs
             else {}
         )

@@ -173,6 +173,10 @@ def test_the_stepper_walks_a_toy_layer(page):
     _settle(page)
     assert page.locator(".js-plotly-plot:visible").count() >= 3
     page.screenshot(path=str(SHOTS / "7-stepper.png"), full_page=True)
+    page.locator("button.label-wrap", has_text="sparsegpt").first.click()  # its explanation
+    page.get_by_text("Optimal Brain Surgeon, made cheap").wait_for(timeout=30_000)
+    page.get_by_text("The methods, exactly").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "7-explained.png"), full_page=True)
 
 
 def test_a_share_link_restores_every_control(page, url):

@@ -3,8 +3,10 @@ same time, each session lists only its own run, and the cached dense model is un
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +15,15 @@ from gradio_client import Client
 import app
 from pruning import lab
 
-SMALL = dict(
-    model="bundled", data="bundled", text="", nsamples=4, seqlen=64, seed=0, eval_tokens=512
-)
+SMALL = {
+    "model": "bundled",
+    "data": "bundled",
+    "text": "",
+    "nsamples": 4,
+    "seqlen": 64,
+    "seed": 0,
+    "eval_tokens": 512,
+}
 
 
 def _checksum(model) -> float:
@@ -70,3 +78,27 @@ def test_two_clients_at_once_get_their_own_runs_and_leave_the_model_alone(url):
         assert len(runs) == 1 and runs[0].startswith(method), (method, table)
     assert _checksum(model) == before
     assert torch.isfinite(torch.tensor(before))
+
+
+def test_a_client_downloads_the_exports_of_its_run(url, tmp_path):
+    client = Client(url, verbose=False, download_files=str(tmp_path))
+    client.predict(
+        method="wanda",
+        pattern="N:M",
+        ratio=0.5,
+        nm="2:4",
+        options="",
+        mode="dense",
+        api_name="/run_single",
+        **SMALL,
+    )
+    files, note = client.predict(view=None, api_name="/export_files")  # the last run
+    names = sorted(Path(f).name for f in files)
+    assert names == [
+        "model.zip",
+        "pruning_masks.safetensors",
+        "pruning_report.csv",
+        "pruning_report.json",
+    ]
+    report = json.loads(next(Path(f) for f in files if f.endswith(".json")).read_text())
+    assert report["method"] == "wanda" and report["sparsity"] == "2:4" and "MB in all" in note
