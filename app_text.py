@@ -59,69 +59,93 @@ VIEW_HELP = {
 # "the k smallest" always means exactly floor(sparsity · group size) of them (ties: lower index).
 METHOD_HELP = {
     "magnitude": """**Idea.** Small weights matter least: remove the smallest |W| of the whole matrix.
+
 **Score.** S_ij = |W_ij|; the k smallest of the matrix are pruned (per row with `group=row`; for N:M,
 the N smallest of every M consecutive inputs of a row).
+
 **Needs.** The weights only: no calibration. **Cost.** One selection over r·c scores.
+
 **Weakness.** Blind to the inputs: a small weight on a loud input channel can matter more than a
 large one on a quiet channel. *The classic baseline (Han et al. 2015 for deep nets).*""",
     "wanda": """**Idea.** A weight matters as much as the output it produces: |W_ij| times the size of
 its input.
+
 **Score.** S_ij = |W_ij| · ‖X_j‖₂ (the norm of input channel j over the calibration tokens); the k
 smallest of each output row are pruned (rows are compared only with themselves).
+
 **Needs.** ‖X_j‖², one number per input, from one forward pass. No weight update.
+
 **Cost.** The calibration forward, then one selection per row: seconds.
+
 *Sun, Liu, Bair, Kolter: "A Simple and Effective Pruning Approach for Large Language Models",
 arXiv 2306.11695 (ICLR 2024).*""",
     "sparsegpt": """**Idea.** Optimal Brain Surgeon, made cheap: prune a weight, then move the
 remaining weights of the row to absorb the error it made on the calibration outputs.
+
 **Rule.** Columns are processed left to right. For a block of 128 columns the mask is chosen on
 the current weights by the OBS score w_ij² / [H⁻¹]_jj² (the k smallest over the block's rows
 jointly; N:M groups are chosen when the loop reaches them). Processing column j with H⁻¹ = UᵀU:
 e = (w_j − q_j)/U_jj, later columns W[:, >j] −= e ⊗ U[j, >j], and the error added is
 Σ_rows (w_j − q_j)² / U_jj² / 2.
+
 **Needs.** H = 2XXᵀ/n per linear (c × c), dampened by 1% of its mean diagonal.
+
 **Cost.** O(T·c²) to collect H, O(c³) to factor it, O(r·c²) for the updates.
+
 *Frantar & Alistarh: "SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot",
-arXiv 2301.00774 (ICML 2023).* Walk it column by column in the stepper below.""",
+arXiv 2301.00774 (ICML 2023).* Walk it column by column in the stepper above.""",
     "rose": """**Idea.** SparseGPT's error depends on the order of the columns: what is pruned early
 can still be compensated by every later column. So process the columns whose pruning hurts most
 first, but only in layers where that loss is concentrated ("columnar" layers).
+
 **Rule.** Pre-prune each 128-column block with the Wanda score |W|·√a; the loss of column j is the
 sum of the scores it loses, a block's loss the sum over its columns. If the relative range
 ρ = (max − min)/max of the block losses is above 0.5, blocks go in descending loss and, inside
 each, columns in descending loss; then SparseGPT runs in that order and the weights go back to
 their places. Otherwise the layer is pruned exactly as by SparseGPT.
+
 **Needs.** As SparseGPT (a = diag(H)/2). **Cost.** SparseGPT plus two sorts.
+
 *Su & Wang: "ROSE: Reordered SparseGPT", arXiv 2603.05878 (CPAL 2026).* N:M here moves whole
 M-groups, so the mask stays N:M (the reference's N:M path fails).""",
     "gblm": """**Idea.** Add what the loss says to what the activations say: weights with large
 gradients on the calibration text are kept.
+
 **Score.** S_ij = |W_ij| · ‖X_j‖₂ + α · |W_ij| · G_ij, with G_ij = (Σ_samples g_ij²)^½ the ℓ2 norm
 over calibration windows of the dense model's language-model-loss gradient; per output row, as
 Wanda. α = 100 reproduces the reference's balance for the same number of windows.
+
 **Needs.** Wanda's norms plus one forward and backward pass per window of the whole model.
+
 **Cost.** The gradient pass (a few forward passes' worth), then Wanda's selection.
+
 *Das, Sun, Ma, Shen: "Beyond Size: How Gradients Shape Pruning Decisions in Large Language
 Models", arXiv 2311.04902.* The Gradients tab measures the structure the gradients induce.""",
     "sparseswaps": """**Idea.** Start from any mask (Wanda's by default) and improve it row by row with
 the best single exchange: un-prune one weight, prune another, keeping the count.
+
 **Rule.** A row's error is E = rᵀGr with r = w ⊙ (pruned) and G = XXᵀ; swapping pruned u back in
 and kept p out changes it by exactly Δ = a_p + b_u − 2·w_p·w_u·G_pu, so the best swap of every
 row is found exactly and taken while Δ < 0, until no swap helps or the cap (3 swaps per row by
 default, a CPU budget; convergence takes 30–100). For N:M, swaps stay inside each group. Weights
 are not updated.
+
 **Needs.** G = XXᵀ (the Hessian up to a factor). **Cost.** Per swap O(c) to update G·r.
+
 *Zimmer, Roux, Wagner, Hendrych, Pokutta: "SparseSwaps", arXiv 2512.10922* (no reference code: the
 swap gain is derived exactly).""",
     "barber": """**Idea.** Judge a mask by the output of the whole block, not of one linear: after
 a warm start prunes a block, rebuild its mask with the gradients of the block's output error.
+
 **Rule.** For the attention sub-block, then the MLP, with the block loss
 L = MSE(sparse output, dense output), score every weight by |W| · RMS over windows of ∂L/∂W (at
 the dense weights). In each row, pair the pruned weights by descending score with the kept ones by
 ascending score; of the n pairs where the pruned one scores higher, the k = floor(0.01 · n) best
 come back and the k worst kept go, so counts (and N:M) stay exact. Weights reset to dense values.
+
 **Needs.** Block inputs and one backward per window and sub-block. **Cost.** About a forward and
 backward of the model. Sequential mode only.
+
 *Su et al.: "LLM-Barber: Block-Aware Rebuilder for Sparsity Mask in One-Shot for Large Language
 Models", arXiv 2408.10631.*""",
 }

@@ -82,13 +82,21 @@ def _settle(page, timeout: int = 300_000) -> None:
 
 
 def _tab(page, name: str) -> None:
-    """Open a tab, from the overflow menu ("…") where the bar is too narrow to show it."""
-    tab = page.get_by_role("tab", name=name, exact=True)
-    if tab.count() and tab.first.is_visible():
-        tab.first.click()
+    """Open a tab, from the overflow menu ("More tabs") where the bar is too narrow to show it;
+    the bar sorts tabs into the menu only once it has measured them, so wait for that first."""
+    tab = page.get_by_role("tab", name=name, exact=True).first
+    try:
+        tab.wait_for(state="visible", timeout=15_000)
+    except sync_api.TimeoutError:
+        page.get_by_label("More tabs").click()
+        page.locator(".overflow-dropdown").get_by_text(name, exact=True).click()
         return
-    page.locator(".overflow-menu button").first.click()
-    page.locator(".overflow-dropdown").get_by_text(name, exact=True).click()
+    tab.click()
+
+
+def _plots(page, n: int) -> None:
+    """Wait until at least n plots are drawn and visible (plotly renders after the data lands)."""
+    page.locator(".js-plotly-plot:visible").nth(n - 1).wait_for(timeout=60_000)
 
 
 def _status(page):
@@ -106,8 +114,7 @@ def test_default_preset_then_second_method_then_compare(page):
     assert {m for m, _, _ in found} == {"magnitude", "wanda"}, text
     ppl = {m: (float(d), float(p)) for m, d, p in found}
     assert ppl["magnitude"][0] == ppl["wanda"][0] < ppl["wanda"][1] < ppl["magnitude"][1]
-    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() >= 2  # perplexity bars and block errors
+    _plots(page, 2)  # perplexity bars and block errors
     page.screenshot(path=str(SHOTS / "1-preset.png"), full_page=True)
 
     _choose(page, "Method", "sparsegpt")
@@ -122,18 +129,18 @@ def test_default_preset_then_second_method_then_compare(page):
     title = page.locator(".js-plotly-plot:visible text.gtitle", has_text="reconstruction error")
     title.first.wait_for(timeout=60_000)  # the map redrawn in errors, not still in sparsity
     assert page.get_by_text("needs the dense Hessians").count() == 0  # SparseGPT cached them
-    assert page.locator(".js-plotly-plot:visible").count() >= 1
+    _plots(page, 1)
     page.screenshot(path=str(SHOTS / "2-model-map.png"), full_page=True)
 
     _tab(page, "Layer")
     _settle(page)
-    assert page.locator(".js-plotly-plot:visible").count() >= 4
+    _plots(page, 4)
     page.screenshot(path=str(SHOTS / "3-layer.png"), full_page=True)
 
     _tab(page, "Compare")
     page.get_by_text(re.compile(r"Layer .+: .+ against .+\.")).first.wait_for(timeout=30_000)
     _settle(page)
-    assert page.locator(".js-plotly-plot:visible").count() >= 2
+    _plots(page, 2)
     page.screenshot(path=str(SHOTS / "4-compare.png"), full_page=True)
 
 
@@ -171,7 +178,7 @@ def test_the_stepper_walks_a_toy_layer(page):
     step.press("Enter")
     page.get_by_text(re.compile(r"Step 7: column \d+ processed")).wait_for(timeout=60_000)
     _settle(page)
-    assert page.locator(".js-plotly-plot:visible").count() >= 3
+    _plots(page, 3)
     page.screenshot(path=str(SHOTS / "7-stepper.png"), full_page=True)
     page.locator("button.label-wrap", has_text="sparsegpt").first.click()  # its explanation
     page.get_by_text("Optimal Brain Surgeon, made cheap").wait_for(timeout=30_000)
