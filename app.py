@@ -155,23 +155,22 @@ def execute(records, jobs, setup_args, mode, request, progress):
     worker = threading.Thread(target=work, daemon=True)
     start = time.perf_counter()
     worker.start()
+    shown = 0
     try:
         while worker.is_alive():
             i, n, desc = now["step"]
             progress((i, n), desc=f"{now.get('job', '')}: {desc}")
-            yield (
-                gr.skip(),
-                f"Running, {time.perf_counter() - start:.0f} s · {now.get('job', '')}: {desc}",
-            )
+            running = f"Running, {time.perf_counter() - start:.0f} s · {now.get('job', '')}: {desc}"
+            if len(done) > shown:  # a run finished: its result goes on screen before the next
+                shown = len(done)
+                yield _keep(records, done[:shown]), "\n".join([running, *_lines(done[:shown])])
+            else:
+                yield gr.skip(), running
             worker.join(0.5)
     finally:
         if worker.is_alive():  # the page went away, or Cancel was pressed: stop at the next block
             cancel.set()
-    for rec in done:
-        records.pop(rec.label, None)
-        records[rec.label] = rec
-    while len(records) > MAX_RUNS:
-        records.pop(next(iter(records)))
+    records = _keep(records, done)
     err = box.get("error")
     if isinstance(err, lab.Cancelled):
         yield records, f"Cancelled after {time.perf_counter() - start:.0f} s."
@@ -181,14 +180,30 @@ def execute(records, jobs, setup_args, mode, request, progress):
         kept = f" ({len(done)} run(s) before it were kept)" if done else ""
         yield records, f"Stopped: {msg}{kept}"
         raise gr.Error(msg)
-    lines = [f"Done: {len(done)} run(s) in {time.perf_counter() - start:.0f} s."]
-    for rec in done:
-        lines.append(
+    lines = [f"Done: {len(done)} run(s) in {time.perf_counter() - start:.0f} s.", *_lines(done)]
+    yield records, "\n".join(lines)
+
+
+def _keep(records: dict, runs: list) -> dict:
+    """The session's runs with these added (a re-run replaces its namesake), at most MAX_RUNS."""
+    records = dict(records)
+    for rec in runs:
+        records.pop(rec.label, None)
+        records[rec.label] = rec
+    while len(records) > MAX_RUNS:
+        records.pop(next(iter(records)))
+    return records
+
+
+def _lines(runs: list) -> list[str]:
+    out = []
+    for rec in runs:
+        out.append(
             f"- **{rec.label}**: perplexity {rec.dense_ppl:.2f} → {rec.ppl:.2f}, achieved sparsity "
             f"{rec.run.achieved_sparsity():.2%}"
         )
-        lines += [f"  - note: {n}" for n in rec.run.notes[:5]]
-    yield records, "\n".join(lines)
+        out += [f"  - note: {n}" for n in rec.run.notes[:5]]
+    return out
 
 
 def run_single(
