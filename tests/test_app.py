@@ -67,6 +67,8 @@ def test_run_and_render_every_view():
     early = [(r, s) for r, s in steps[:-1] if isinstance(r, dict) and "__type__" not in r]
     assert early and list(early[0][0]) == ["magnitude 50% · dense"]
     assert "magnitude 50% · dense**: perplexity" in early[0][1] and "Done" not in early[0][1]
+    after = steps[steps.index(early[0]) + 1 : -1]  # and stays in the status while wanda runs
+    assert after and all("magnitude 50% · dense**: perplexity" in s for _, s in after)
     assert list(records) == ["magnitude 50% · dense", "wanda 2:4 · dense"] and status.startswith(
         "Done"
     )
