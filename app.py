@@ -19,14 +19,7 @@ from pruning.models import BUNDLED, CURATED
 
 MAX_RUNS = 8  # runs a session keeps (masks cost ~1 byte per weight each); oldest dropped first
 SWEEP = (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
-_PRESETS = {  # name -> runs (method, sparsity), each with the method's default options
-    "Wanda vs magnitude at 50%": [("magnitude", "0.5"), ("wanda", "0.5")],
-    "SparseGPT vs ROSE at 70%": [("sparsegpt", "0.7"), ("rose", "0.7")],
-    "GBLM structure at 50%": [("wanda", "0.5"), ("gblm", "0.5")],
-    "2:4 three ways": [("magnitude", "2:4"), ("wanda", "2:4"), ("sparsegpt", "2:4")],
-    "Wanda refined by SparseSwaps at 60%": [("wanda", "0.6"), ("sparseswaps", "0.6")],
-}
-PRESETS = {k: v for k, v in _PRESETS.items() if all(m in METHODS for m, _ in v)}
+PRESETS = lab.PRESETS
 _CANCEL: dict[str, threading.Event] = {}  # session -> cancel flag of its running job
 
 try:  # on Hugging Face ZeroGPU Spaces a run gets a GPU for its duration; elsewhere a no-op

@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … or auto")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float16", "bfloat16", "float32"),
+        help="the model's dtype (auto: float16 on CUDA, float32 on the CPU); statistics are float32",
+    )
+    p.add_argument(
+        "--tf32", action="store_true", help="CUDA: tensor cores (TF32) for the Hessian products"
+    )
+    p.add_argument(
         "--warm-start",
         metavar="METHOD",
         help="sparseswaps, barber: the method whose mask they refine (default wanda)",
@@ -112,7 +121,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     )
 
     t0 = time.perf_counter()
-    model, tokenizer = load_model(args.model, device=device)
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    model, tokenizer = load_model(args.model, device=device, dtype=dtype)
     load_s = time.perf_counter() - t0
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len and args.seqlen > max_len:
@@ -145,7 +155,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     dense_stats = None
     if args.mode == "dense" and needs:
         dense_stats = collect_dense_stats(
-            model, windows, needs, batch_size=args.batch_size, grad_norm=args.grad_norm
+            model,
+            windows,
+            needs,
+            batch_size=args.batch_size,
+            grad_norm=args.grad_norm,
+            tf32=args.tf32,
         )
     for method in methods:
         for target in targets:
@@ -159,6 +174,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 dense_stats=dense_stats,
                 batch_size=args.batch_size,
                 grad_norm=args.grad_norm,
+                tf32=args.tf32,
                 **options[method],
             )
             t0 = time.perf_counter()

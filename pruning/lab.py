@@ -29,6 +29,13 @@ from .runner import DenseStats, collect_dense_stats, prune_model, validate
 from .types import LayerResult, LayerStats, PruneRun, Sparsity
 
 Progress = Callable[[int, int, str], None]
+PRESETS = {  # the app's presets: name -> runs (method, sparsity), each with its default options
+    "Wanda vs magnitude at 50%": [("magnitude", "0.5"), ("wanda", "0.5")],
+    "SparseGPT vs ROSE at 70%": [("sparsegpt", "0.7"), ("rose", "0.7")],
+    "GBLM structure at 50%": [("wanda", "0.5"), ("gblm", "0.5")],
+    "2:4 three ways": [("magnitude", "2:4"), ("wanda", "2:4"), ("sparsegpt", "2:4")],
+    "Wanda refined by SparseSwaps at 60%": [("wanda", "0.6"), ("sparseswaps", "0.6")],
+}
 ERROR_WINDOWS = 4  # calibration windows used for the per-block output error of each run
 
 

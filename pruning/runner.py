@@ -100,7 +100,9 @@ def collect_dense_stats(
             progress(i + 1, len(blocks), f"dense statistics, block {i + 1}/{len(blocks)}")
     grads = {}
     if "grad" in needs:
-        grads = collect_grad_norms(model, windows, norm=grad_norm, progress=progress)
+        grads = collect_grad_norms(
+            model, windows, norm=grad_norm, batch_size=batch_size, progress=progress
+        )
     seconds = time.perf_counter() - start
     norm = grad_norm if "grad" in needs else None
     return DenseStats(frozenset(needs), per_block, len(windows), seconds, grads, norm)
@@ -289,6 +291,7 @@ def prune_model(
     keep_scores: bool = False,
     progress: Progress | None = None,
     grad_norm: Norm = "l2",
+    tf32: bool = False,
     **hparams,
 ) -> PruneRun:
     """Prune every decoder linear of `model` in place and return what happened.
@@ -296,7 +299,8 @@ def prune_model(
     windows: (nsamples, seqlen) token ids for calibration (unused by magnitude, or when dense_stats
     is given). hparams go to the method's prune(). grad_norm: "l2" or "l1" over the windows, for
     methods that need the dense model's gradients (taken once, before any pruning, in both modes;
-    a dense_stats holding them with the same norm is used instead).
+    a dense_stats holding them with the same norm is used instead). tf32: tensor cores for the
+    Hessian products on CUDA (off by default; see calibration.py).
     """
     validate(model, method, sparsity, mode, hparams)
     spec = METHODS[method]
@@ -315,7 +319,13 @@ def prune_model(
     if mode == "dense" or not (needs or spec.refine):
         if needs and not needs <= have:
             dense_stats = collect_dense_stats(
-                model, windows, needs, batch_size=batch_size, progress=progress, grad_norm=grad_norm
+                model,
+                windows,
+                needs,
+                batch_size=batch_size,
+                progress=progress,
+                grad_norm=grad_norm,
+                tf32=tf32,
             )
             seconds["calibrate"] = dense_stats.seconds
         start = time.perf_counter()
@@ -330,14 +340,16 @@ def prune_model(
         grads = (
             dense_stats.grads
             if cached
-            else collect_grad_norms(model, windows, norm=grad_norm, progress=progress)
+            else collect_grad_norms(
+                model, windows, norm=grad_norm, batch_size=batch_size, progress=progress
+            )
         )
         seconds["calibrate"] += time.perf_counter() - start
     memory.check_calibration(model, *windows.shape, needs, mode=mode, batch_size=batch_size)
     inputs = capture_block_inputs(model, windows, batch_size)
     for i, block in enumerate(blocks):
         start = time.perf_counter()
-        stats, dense_out = collect_stats(model, block, inputs, needs)
+        stats, dense_out = collect_stats(model, block, inputs, needs, tf32=tf32)
         _check_finite(stats, i)
         seconds["calibrate"] += time.perf_counter() - start
         start = time.perf_counter()

@@ -40,6 +40,13 @@ def test_save_round_trips_with_transformers(tmp_path, capsys):
     assert report["result"]["achieved"] == pytest.approx(0.5, abs=1e-3)
 
 
+def test_dtype_reaches_the_model(tmp_path):
+    out = tmp_path / "bf16"
+    argv = ["--method", "magnitude", "--dtype", "bfloat16", *SMALL, "--eval-tokens", "128"]
+    assert main([*argv, "--save", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

@@ -267,11 +267,41 @@ def test_a_pass_that_cannot_fit_is_a_clear_value_error(tiny):
     collect_grad_norms(model, windows, memory_limit=sum(need.values()))  # exactly enough runs
 
 
-def test_progress_once_per_window_and_bad_input(tiny):
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_batching_changes_nothing_but_the_number_of_passes(tiny, family):
+    model, windows = tiny(family, n=5)
+    model = model.double()
+    one = collect_grad_norms(model, windows, batch_size=1)
+    for batch_size in (2, 5, 8):  # a short last batch; all at once; more than there are
+        got = collect_grad_norms(model, windows, batch_size=batch_size)
+        for name in one:
+            assert_close(got[name], one[name], rtol=1e-12, atol=1e-15)
+
+
+def test_a_short_memory_budget_shrinks_the_batch_not_the_result(tiny):
+    model, windows = tiny("llama", n=4)
+    model = model.double()
+    calls = []
+    fits_two = sum(estimate_bytes(model, windows.shape[1], 2).values())
+    small = collect_grad_norms(
+        model, windows, memory_limit=fits_two, progress=lambda *a: calls.append(a)
+    )
+    assert [done for done, _, _ in calls] == [2, 4]  # two windows per backward
+    full = collect_grad_norms(model, windows)
+    for name in full:
+        assert_close(small[name], full[name], rtol=1e-12, atol=1e-15)
+
+
+def test_progress_per_batch_and_bad_input(tiny):
     model, windows = tiny("llama", n=3)
     calls = []
-    collect_grad_norms(model, windows, progress=lambda *a: calls.append(a))
+    collect_grad_norms(model, windows, batch_size=1, progress=lambda *a: calls.append(a))
     assert [(done, total) for done, total, _ in calls] == [(1, 3), (2, 3), (3, 3)]
+    calls.clear()
+    collect_grad_norms(model, windows, batch_size=2, progress=lambda *a: calls.append(a))
+    assert [(done, total) for done, total, _ in calls] == [(2, 3), (3, 3)]
+    with pytest.raises(ValueError, match="batch_size"):
+        collect_grad_norms(model, windows, batch_size=0)
     with pytest.raises(ValueError, match="norm"):
         collect_grad_norms(model, windows, norm="l3")
     with pytest.raises(ValueError, match="seqlen"):

@@ -15,6 +15,7 @@ from torch.testing import assert_close
 from pruning import METHODS, Sparsity, collect_dense_stats, memory, prune_model, runner, sparsegpt
 from pruning.arch import block_linears, decoder_blocks, get_weight
 from pruning.calibration import _add_gram, _edges, capture_block_inputs, collect_stats, mirror
+from pruning.gradients import collect_grad_norms
 from pruning.masks import is_nm, kth_lowest, lowest_k, prune_lowest_nm
 from pruning.memory import MemoryGuardError
 from pruning.models import tiny_model
@@ -336,3 +337,16 @@ def test_cuda_memory_guard_uses_device_memory():
     assert free > 0
     with pytest.raises(MemoryGuardError, match="cuda"):
         memory.check_calibration(model, 10**9, 64, frozenset({"hessian"}))
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_gradient_pass_matches_float64_on_the_cpu(dtype):
+    model = tiny_model("llama")
+    windows = seeded_windows()
+    want = collect_grad_norms(model.double(), windows, batch_size=1)
+    got = collect_grad_norms(model.to("cuda", dtype), windows, batch_size=4)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for name, G in want.items():
+        assert got[name].is_cuda and got[name].dtype == torch.float32
+        assert_close(got[name].double().cpu(), G, rtol=tol, atol=tol * float(G.abs().max()))
