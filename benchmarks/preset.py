@@ -3,9 +3,9 @@ the web server, on the default device (a GPU when there is one): how long a clic
 
     python -m benchmarks.preset [--device cuda]
 
-Timed in one process: the preset with nothing cached (model load, calibration statistics, dense
-perplexity made on the way), then again with everything cached, then one more run at another
-sparsity (a slider move). `benchmarks.app_latency` measures the same through the web app (Gradio).
+Timed in one process: the model load, the preset with nothing else cached (calibration
+statistics and dense perplexity made on the way), then again with everything cached, then one more
+run at another sparsity (a slider move); each run's phases as the app records them. `benchmarks.app_latency` measures the same through the web app (Gradio).
 Writes benchmarks/results/preset.json.
 """
 
@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
+    lab.dense_model(setup)  # the model load (and on a GPU the device's start-up) on its own
+    sync()
+    r["load_s"] = time.perf_counter() - start
     for key in ("uncached", "cached"):
         start, firsts = time.perf_counter(), []
         for method, target in runs:
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
             sync()
             firsts.append(time.perf_counter() - start)
             r[f"{key}_{method}_{target}_ppl"] = record.ppl
+            for phase, seconds in record.seconds.items():
+                r[f"{key}_{method}_{phase}_s"] = seconds
         r[f"preset_{key}_first_result_s"] = firsts[0]
         r[f"preset_{key}_all_s"] = firsts[-1]
     start = time.perf_counter()
