@@ -2,9 +2,10 @@
 
     python -m benchmarks.gradients [--nsamples 32 --seqlen 256]
 
-- Time: the gradient pass (`collect_grad_norms`: one forward and backward per window, per-weight
-  ℓ2 norms accumulated on the fly) against a plain forward over the same tokens, at batch 1 (as
-  the pass runs) and at batch 8, measured in the same run, interleaved, the best of --repeat.
+- Time: the gradient pass (`collect_grad_norms`: forward and backward over batches of 8 windows,
+  per-window gradients formed from hooks and their ℓ2 norms accumulated on the fly) against a plain
+  forward over the same tokens at batch 1 and at batch 8, measured in the same run, interleaved,
+  the best of --repeat.
 - Structure: dense-mode masks of magnitude, Wanda and GBLM at each sparsity, and the structure
   index per linear type (mean over blocks; columns axis: the spread of per-column kept fractions
   against a random mask with the same per-row counts, 1.0 = chance), also along rows.

@@ -6,6 +6,8 @@ tiny size on the CPU. CUDA-only tests are skipped without a GPU."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import stats_from_X
@@ -278,6 +280,20 @@ def test_gpu_benchmark_runs_at_a_tiny_size_on_the_cpu(tmp_path):
         assert row["total_s"] > 0 and row["peak_gb"] > 0
         assert row["ratio"] == pytest.approx(row["total_s"] / result["shapes"]["tiny"]["forward_s"])
         assert row["sparsity"] == 0.5  # 64·64 and 64·128 weights: exactly half of each
+
+
+def test_precision_benchmark_runs_a_setting_and_keeps_its_tokens(tmp_path):
+    from benchmarks import precision
+
+    small = ["--nsamples", "2", "--seqlen", "32", "--eval-tokens", "256"]
+    data, out = tmp_path / "ids.pt", tmp_path / "precision.json"
+    argv = [*small, "--settings", "cpu:float32", "--save-data", str(data), "--out", str(out)]
+    row = precision.main(argv)["settings"]["cpu:float32"]  # (one setting: each takes ~20 s here)
+    assert json.loads(out.read_text())["settings"]["cpu:float32"] == row
+    assert all(row[f"{key}_rel"] == 0 for key in ("dense", "wanda", "sparsegpt"))  # to itself
+    assert 1 < row["dense"] < min(row["wanda"], row["sparsegpt"]) < 1e3
+    saved = torch.load(data)
+    assert saved["windows"].shape == (2, 32) and len(saved["eval_ids"]) == 256
 
 
 # CUDA: the same functions on a GPU give the CPU's results
