@@ -139,18 +139,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     t0 = time.perf_counter()
     dense_ppl = perplexity(model, eval_ids, args.seqlen, batch_size=args.batch_size)
     rows = [
-        dict(
-            method="dense",
-            sparsity="0%",
-            mode="-",
-            achieved=overall_sparsity(model),
-            dense_ppl=dense_ppl,
-            ppl=dense_ppl,
-            load_s=load_s,
-            calibrate_s=0.0,
-            prune_s=0.0,
-            eval_s=time.perf_counter() - t0,
-        )
+        {
+            "method": "dense",
+            "sparsity": "0%",
+            "mode": "-",
+            "achieved": overall_sparsity(model),
+            "dense_ppl": dense_ppl,
+            "ppl": dense_ppl,
+            "load_s": load_s,
+            "calibrate_s": 0.0,
+            "prune_s": 0.0,
+            "eval_s": time.perf_counter() - t0,
+        }
     ]
     dense_stats = None
     if args.mode == "dense" and needs:
@@ -181,19 +181,19 @@ def run(args: argparse.Namespace) -> list[dict]:
             ppl = perplexity(pruned, eval_ids, args.seqlen, batch_size=args.batch_size)
             calibrate_s = result.seconds["calibrate"] + (dense_stats.seconds if dense_stats else 0)
             rows.append(
-                dict(
-                    method=method,
-                    sparsity=str(target),
-                    mode=args.mode,
-                    achieved=overall_sparsity(pruned),
-                    dense_ppl=dense_ppl,
-                    ppl=ppl,
-                    load_s=0.0,
-                    calibrate_s=calibrate_s,
-                    prune_s=result.seconds["prune"],
-                    eval_s=time.perf_counter() - t0,
-                    notes=result.notes,
-                )
+                {
+                    "method": method,
+                    "sparsity": str(target),
+                    "mode": args.mode,
+                    "achieved": overall_sparsity(pruned),
+                    "dense_ppl": dense_ppl,
+                    "ppl": ppl,
+                    "load_s": 0.0,
+                    "calibrate_s": calibrate_s,
+                    "prune_s": result.seconds["prune"],
+                    "eval_s": time.perf_counter() - t0,
+                    "notes": result.notes,
+                }
             )
             if _warm_default(method):
                 rows[-1]["warm_start"] = options[method].get("warm_start", _warm_default(method))

@@ -115,7 +115,12 @@ def tiny_model(family: str = "llama", *, seed: int = 0, layers: int = 2) -> nn.M
         Qwen2Config,
     )
 
-    common = dict(vocab_size=128, max_position_embeddings=64, bos_token_id=0, eos_token_id=1)
+    common = {
+        "vocab_size": 128,
+        "max_position_embeddings": 64,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+    }
     llama_like = dict(
         hidden_size=32,
         intermediate_size=64,

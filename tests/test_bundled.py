@@ -81,7 +81,7 @@ def test_unknown_hub_id_offline_names_the_bundled_model(monkeypatch):
 
 
 def test_without_the_wheel_bundled_falls_back_to_its_hub_original(monkeypatch):
-    import pruning.models as models
+    from pruning import models
 
     def missing():
         raise ValueError("the bundled model is not installed")
