@@ -154,12 +154,10 @@ def execute(records, jobs, setup_args, mode, request, progress):
             i, n, desc = now["step"]
             progress((i, n), desc=f"{now.get('job', '')}: {desc}")
             running = f"Running, {time.perf_counter() - start:.0f} s · {now.get('job', '')}: {desc}"
+            count = len(done)  # (read once: the worker may append meanwhile)
+            finished, shown = count > shown, count  # a run finished: its result on screen now
             status = "\n".join([running, *_lines(done[:shown])])  # finished runs stay listed
-            if len(done) > shown:  # a run finished: its result goes on screen before the next
-                shown = len(done)
-                yield _keep(records, done[:shown]), "\n".join([running, *_lines(done[:shown])])
-            else:
-                yield gr.skip(), status
+            yield (_keep(records, done[:shown]) if finished else gr.skip()), status
             worker.join(0.5)
     finally:
         if worker.is_alive():  # the page went away, or Cancel was pressed: stop at the next block
