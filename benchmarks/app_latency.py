@@ -13,7 +13,6 @@ are. Writes benchmarks/results/app.json.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from gradio_client import Client
 
 import app
+from benchmarks.common import write_result
 
 SETTINGS = {
     "model": "bundled",
@@ -71,9 +71,7 @@ def main() -> None:
     for key, value in r.items():
         print(f"  {key:<28} {value:8.2f}" if isinstance(value, float) else f"  {key:<28} {value}")
     out = Path(__file__).parent / "results/app.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2))
-    print(f"wrote {out}")
+    write_result(out, r)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import timed, write_result
 from pruning import METHODS, Sparsity, collect_dense_stats, prune_model
 from pruning.arch import block_linears, decoder_blocks, get_weight, set_weight
 from pruning.data import calibration_windows, evaluation_tokens
@@ -37,16 +38,10 @@ from pruning.models import load_model
 from pruning.types import LayerStats
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
 def _phase(r: dict, name: str, fn):
     """Time fn and record the process's peak RSS during it (GB) as peak_rss_<name>_gb."""
     reset_peak_rss()
-    seconds, out = _timed(fn)
+    seconds, out = timed(fn)
     r[f"peak_rss_{name}_gb"] = peak_rss_bytes() / 2**30
     return seconds, out
 
@@ -80,7 +75,7 @@ def _probe(method: str, stats_file: str) -> float:
 
 def _best(r: dict, key: str, fn, phase: str | None = None):
     """Time fn into r[key], keeping the smallest time over repeats; returns fn's output."""
-    seconds, out = _phase(r, phase, fn) if phase else _timed(fn)
+    seconds, out = _phase(r, phase, fn) if phase else timed(fn)
     r[key] = min(seconds, r.get(key, float("inf")))
     return out
 
@@ -133,13 +128,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:  # first load: GGUF dequantization + cache write
         old = os.environ.get("PRUNING_LAB_CACHE")
         os.environ["PRUNING_LAB_CACHE"] = tmp
-        r["load_first_s"], _ = _timed(lambda: load_model())
+        r["load_first_s"], _ = timed(lambda: load_model())
         if old is None:
             del os.environ["PRUNING_LAB_CACHE"]
         else:
             os.environ["PRUNING_LAB_CACHE"] = old
     load_model()  # make sure the real cache exists, then time a cached load
-    r["load_cached_s"], (model, tokenizer) = _timed(lambda: load_model())
+    r["load_cached_s"], (model, tokenizer) = timed(lambda: load_model())
     fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
 
     windows = calibration_windows(tokenizer, nsamples=args.nsamples, seqlen=args.seqlen)
@@ -208,9 +203,7 @@ def main() -> None:
     )
     for key, value in r.items():
         print(f"  {key:<38} {value:10.3f}" if isinstance(value, float) else f"  {key:<38} {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, r)
 
 
 if __name__ == "__main__":

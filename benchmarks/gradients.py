@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import timed, write_result
 from benchmarks.foundation import plain_forward
 from pruning import Sparsity, collect_dense_stats, prune_model, structure
 from pruning.data import calibration_windows
@@ -30,12 +29,6 @@ from pruning.gradients import collect_grad_norms
 from pruning.models import load_model
 
 METHODS = ("magnitude", "wanda", "gblm")
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main() -> None:
@@ -55,9 +48,9 @@ def main() -> None:
     for _ in range(args.repeat):
         for key, batch in (("forward_b1_s", 1), ("forward_b8_s", 8)):
             with torch.no_grad():
-                t, _ = _timed(lambda b=batch: plain_forward(model, windows, b))
+                t, _ = timed(lambda b=batch: plain_forward(model, windows, b))
             r[key] = min(t, r.get(key, float("inf")))
-        t, grads = _timed(lambda: collect_grad_norms(model, windows))
+        t, grads = timed(lambda: collect_grad_norms(model, windows))
         r["grad_pass_s"] = min(t, r.get("grad_pass_s", float("inf")))
     r["grad_pass_over_forward_b1"] = r["grad_pass_s"] / r["forward_b1_s"]
     r["grad_pass_over_forward_b8"] = r["grad_pass_s"] / r["forward_b8_s"]
@@ -91,9 +84,7 @@ def main() -> None:
             print(f"  {'method':<10}" + "".join(f"{t:>8}" for t in types))
             for method, row in table.items():
                 print(f"  {method:<10}" + "".join(f"{row[t]:8.2f}" for t in types))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, r)
 
 
 if __name__ == "__main__":

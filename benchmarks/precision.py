@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_result
 from pruning import Sparsity, prune_model
 from pruning.data import calibration_windows, evaluation_tokens
 from pruning.evaluate import perplexity
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row[k]:>10.3f} ({100 * row[k + '_rel']:+5.2f}%)" for k in ("dense", *METHODS)
         )
         print(f"{setting:<20}{cells}   {row['seconds']:7.1f}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

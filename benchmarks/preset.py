@@ -12,12 +12,12 @@ Writes benchmarks/results/preset.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_result
 from pruning import Sparsity, lab
 
 
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"default preset ({name}) through pruning.lab on {r.get('gpu', device)}")
     for key, value in r.items():
         print(f"  {key:<32} {value:8.3f}" if isinstance(value, float) else f"  {key:<32} {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, r)
     return r
 
 

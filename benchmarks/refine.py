@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_result
 from pruning import Sparsity, collect_dense_stats, prune_model
 from pruning.data import calibration_windows
 from pruning.models import load_model
@@ -130,9 +130,7 @@ def main() -> None:
             print(f"  {key:<40} {r[key]:10.2f}")
     tokens = args.nsamples * args.seqlen
     print(f"bundled SmolLM2-135M, {args.nsamples}×{args.seqlen} = {tokens} calibration tokens")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(r, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, r)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
+from benchmarks.common import write_result
 from pruning import Sparsity, collect_dense_stats, prune_model
 from pruning.data import calibration_windows
 from pruning.lab import layer_errors
@@ -63,9 +63,7 @@ def main() -> None:
             f"min {row['min_ratio']:.3f}; mean error {row['mean_error_sparsegpt']:.5f} → "
             f"{row['mean_error_rose']:.5f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":
